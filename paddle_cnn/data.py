@@ -1,0 +1,372 @@
+"""Fashion-MNIST: find, download, verify and read the IDX files; batches on the device.
+
+Data flow: the four IDX gz files -> :func:`load_fashion_mnist` (validated uint8
+arrays) -> :class:`FashionMNIST` keeps them as uint8 tensors on the training
+device -> each batch is an index gather, a cast, one ``F.interpolate`` over the
+whole batch, normalisation and optional augmentation, all on the device.
+There is no per-image Python work and no DataLoader worker process.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from . import atomic
+
+CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+           "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+CLASSES_ZH = ("T恤", "裤子", "套衫", "连衣裙", "外套", "凉鞋", "衬衫", "运动鞋", "包", "短靴")
+
+FILES = {  # split -> (images file, labels file)
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+ALL_FILES = tuple(f for pair in FILES.values() for f in pair)
+
+# The official files and their md5 sums, served by Paddle's dataset mirror
+# (the same URLs and sums as paddle.vision.datasets.FashionMNIST).
+MIRROR = "https://dataset.bj.bcebos.com/fashion_mnist/"
+OFFICIAL_MD5 = {
+    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+}
+# The course's offline copy (all 70,000 real images, a stratified 60k/10k
+# partition that is NOT the official one; see shared/data/fashion-mnist/README.md).
+OFFLINE_COPY_SHA256 = {
+    "train-images-idx3-ubyte.gz": "fb51381c2a787544c6f93c0b34f40f977d04bf47c370e052d062002ebec965b0",
+    "train-labels-idx1-ubyte.gz": "7aae7312bec13c4276ba4f508cb808236a247c7c5c5d603bcd44f9efd6debac4",
+    "t10k-images-idx3-ubyte.gz": "8b32d7fa9386e9b9bf38fe002a835f24c39dffab6a1c511c19479c0944206f32",
+    "t10k-labels-idx1-ubyte.gz": "e4a04c3d4888be01e880c38735985488efd1456ae7eec87fc904abb454341b67",
+}
+OFFLINE_COPY_NAME = "Fashion-MNIST (offline copy, stratified 60k/10k split)"
+OFFICIAL_NAME = "Fashion-MNIST (official)"
+
+# Pixel statistics of the training split on [0, 1] (official: 0.2860 / 0.3530;
+# the offline copy: 0.2861 / 0.3528). One pair for both keeps runs comparable.
+MEAN, STD = 0.2860, 0.3530
+
+IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
+
+
+class DataError(ValueError):
+    """A data file is missing, damaged or not what it claims to be (message says which and how to fix)."""
+
+
+# --------------------------------------------------------------------------- IDX files
+def _read_bytes(path: Path) -> bytes:
+    """The decompressed content of ``path`` (gzip recognised by its magic bytes, not its name)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror})") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, gzip.BadGzipFile) as e:
+            raise DataError(f"{path}: damaged or truncated gzip file ({e}); delete it and download it again") from None
+    if path.suffix == ".gz":
+        raise DataError(f"{path}: not a gzip file although its name ends in .gz; delete it and download it again")
+    return raw
+
+
+def read_idx(path, kind: str) -> np.ndarray:
+    """Read and validate one Fashion-MNIST IDX file (``kind`` is 'images' or 'labels').
+
+    Checks the magic number, the 28x28 image size, that the file length matches
+    its header, and (for labels) that every label is in 0-9. Any failure raises
+    :class:`DataError` naming the file.
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    magic, ndim = (IMAGE_MAGIC, 3) if kind == "images" else (LABEL_MAGIC, 1)
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: too short to be an IDX {kind} file ({len(data)} bytes)")
+    found = int.from_bytes(data[:4], "big")
+    if found != magic:
+        raise DataError(f"{path}: wrong IDX magic number {found} (expected {magic} for {kind}); "
+                        "is this the right file?")
+    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    if kind == "images" and dims[1:] != [28, 28]:
+        raise DataError(f"{path}: images are {dims[1]}x{dims[2]}, Fashion-MNIST images are 28x28")
+    expected = header + int(np.prod(dims))
+    if len(data) != expected:
+        raise DataError(f"{path}: {len(data)} bytes where the header ({' x '.join(map(str, dims))}) "
+                        f"needs {expected}; the file is truncated or damaged")
+    array = np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+    if kind == "labels" and array.size and array.max() > 9:
+        raise DataError(f"{path}: label {int(array.max())} is outside 0-9")
+    return array
+
+
+def write_idx(path, array: np.ndarray, compress: bool = True) -> None:
+    """Write uint8 images [N, 28, 28] or labels [N] as an IDX file (used by tests and tools)."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    magic = IMAGE_MAGIC if array.ndim == 3 else LABEL_MAGIC
+    blob = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape) + array.tobytes()
+    atomic.write_bytes(Path(path), gzip.compress(blob) if compress else blob)
+
+
+# --------------------------------------------------------------------------- finding files
+def paddle_cache_dir() -> Path:
+    return Path(os.path.expanduser("~")) / ".cache" / "paddle" / "dataset" / "fashion-mnist"
+
+
+def candidate_dirs(data_dir=None) -> List[Tuple[str, Path]]:
+    """The places searched, in order, as (kind, folder)."""
+    places = []
+    if data_dir is not None:
+        places.append(("argument", Path(data_dir)))
+    if os.environ.get("PADDLE_CNN_DATA"):
+        places.append(("PADDLE_CNN_DATA", Path(os.environ["PADDLE_CNN_DATA"])))
+    places.append(("working directory", Path("data") / "fashion-mnist"))
+    places.append(("paddle cache", paddle_cache_dir()))
+    return places
+
+
+def _has_all(folder: Path) -> bool:
+    return all((folder / name).is_file() or (folder / name[:-3]).is_file() for name in ALL_FILES)
+
+
+def _file(folder: Path, name: str) -> Path:
+    """The gz file, or the raw (already decompressed) file of the same name without .gz."""
+    gz = folder / name
+    return gz if gz.is_file() else folder / name[:-3]
+
+
+def download(folder, timeout: float = 30.0) -> Path:
+    """Download the official files into ``folder``, verifying each md5.
+
+    Each file is written under a temporary name and renamed only after its md5
+    matched, so a failed or corrupted download leaves nothing that looks valid.
+    """
+    folder = Path(folder)
+    for name in ALL_FILES:
+        target = folder / name
+        if target.is_file() and _md5(target) == OFFICIAL_MD5[name]:
+            continue
+        try:
+            with urllib.request.urlopen(MIRROR + name, timeout=timeout) as response:
+                blob = response.read()
+        except OSError as e:  # URLError, timeouts, refused connections
+            raise DataError(f"download of {MIRROR + name} failed: {getattr(e, 'reason', e)}") from None
+        md5 = hashlib.md5(blob).hexdigest()
+        if md5 != OFFICIAL_MD5[name]:
+            raise DataError(f"download of {MIRROR + name} has md5 {md5}, expected {OFFICIAL_MD5[name]}; "
+                            "the damaged download was deleted, try again later")
+        atomic.write_bytes(target, blob)
+    return folder
+
+
+def find_data(data_dir=None, download_if_missing: bool = True) -> Tuple[Path, str]:
+    """Return (folder, kind) of the first place holding all four files; download as a last resort.
+
+    An explicit ``data_dir`` that lacks the files is an error of its own (the
+    user asked for that folder), as is an offline machine with no files anywhere.
+    """
+    places = candidate_dirs(data_dir)
+    for kind, folder in places:
+        if _has_all(folder):
+            return folder, kind
+        if kind == "argument":
+            missing = [n for n in ALL_FILES if not _file(folder, n).is_file()]
+            what = "does not exist" if not folder.exists() else f"lacks {', '.join(missing)}"
+            raise DataError(f"data folder {folder} {what}; it must hold {', '.join(ALL_FILES)} "
+                            "(gz or decompressed)")
+    searched = "\n".join(f"  - {folder.resolve()}  ({kind})" for kind, folder in places)
+    target = paddle_cache_dir()
+    how = (f"Put the four files ({', '.join(ALL_FILES)}) in one of these folders, or pass "
+           "--data-dir DIR / set PADDLE_CNN_DATA=DIR.")
+    if not download_if_missing:
+        raise DataError(f"Fashion-MNIST files not found. Searched:\n{searched}\n{how}")
+    try:
+        return download(target), "download"
+    except DataError as e:
+        raise DataError(f"Fashion-MNIST files not found and the download failed ({e}). "
+                        f"Searched:\n{searched}\n{how}") from None
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def describe_source(folder: Path, kind: str) -> dict:
+    """Where the data came from and what it is: file sha256s and which copy they are."""
+    sha = {name: _sha256(_file(folder, name)) for name in ALL_FILES}
+    md5 = {name: _md5(_file(folder, name)) for name in ALL_FILES}
+    if sha == OFFLINE_COPY_SHA256:
+        name = OFFLINE_COPY_NAME
+    elif md5 == OFFICIAL_MD5:
+        name = OFFICIAL_NAME
+    else:
+        name = "Fashion-MNIST (unrecognised copy: neither the official files nor the course's offline copy)"
+    return {"name": name, "path": str(folder.resolve()), "found_via": kind, "sha256": sha}
+
+
+# --------------------------------------------------------------------------- arrays
+@dataclass
+class FashionMNISTArrays:
+    train_images: np.ndarray  # [60000, 28, 28] uint8
+    train_labels: np.ndarray  # [60000] uint8
+    test_images: np.ndarray   # [10000, 28, 28] uint8
+    test_labels: np.ndarray   # [10000] uint8
+    source: dict = field(default_factory=dict)
+
+
+_CACHE: Dict[Path, FashionMNISTArrays] = {}
+
+
+def load_fashion_mnist(data_dir=None, download_if_missing: bool = True) -> FashionMNISTArrays:
+    """Find, validate and read all four files (cached per folder for the process)."""
+    folder, kind = find_data(data_dir, download_if_missing)
+    key = folder.resolve()
+    if key not in _CACHE:
+        arrays = {}
+        for split, (images, labels) in FILES.items():
+            x = read_idx(_file(folder, images), "images")
+            y = read_idx(_file(folder, labels), "labels")
+            if len(x) != len(y):
+                raise DataError(f"{folder}: {len(x)} {split} images but {len(y)} {split} labels "
+                                f"({images} and {labels} do not belong together)")
+            arrays[split] = (x, y)
+        _CACHE[key] = FashionMNISTArrays(*arrays["train"], *arrays["test"], source=describe_source(folder, kind))
+    return _CACHE[key]
+
+
+def stratified_subset(labels: np.ndarray, size: Optional[int], seed: int = 0) -> np.ndarray:
+    """Indices of ``size`` examples with every class equally represented (all when size is None)."""
+    if size is None or size >= len(labels):
+        return np.arange(len(labels))
+    if size <= 0:
+        raise ValueError(f"subset size must be positive, got {size}")
+    rng = np.random.RandomState(seed)
+    classes = np.unique(labels)
+    per_class, extra = divmod(size, len(classes))
+    picks = []
+    for i, c in enumerate(classes):
+        members = np.flatnonzero(labels == c)
+        picks.append(rng.choice(members, per_class + (i < extra), replace=False))
+    return np.sort(np.concatenate(picks))
+
+
+# --------------------------------------------------------------------------- device batches
+AUGMENTS = ("none", "flip", "crop", "crop+flip")
+
+
+def _epoch_rng(seed: int, epoch: int, stream: int) -> np.random.RandomState:
+    """One RNG per (seed, epoch, purpose): a resumed run replays exactly the same epoch."""
+    return np.random.RandomState(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
+
+
+class FashionMNIST:
+    """Fashion-MNIST resident on the device, served as ready-to-train float batches.
+
+    >>> data = FashionMNIST(resize=64, train_subset=6000)   # doctest: +SKIP
+    >>> x, y = next(data.train_batches(batch_size=128, epoch=0))
+    >>> x.shape, y.shape                                      # [128, 1, 64, 64], [128]
+    """
+
+    task = "classification"
+
+    def __init__(self, resize: int = 28, data_dir=None, train_subset: Optional[int] = None,
+                 test_subset: Optional[int] = None, augment: str = "none", seed: int = 0,
+                 arrays: Optional[FashionMNISTArrays] = None, download_if_missing: bool = True):
+        import paddle
+
+        if resize <= 0:
+            raise ValueError(f"resize must be a positive number of pixels, got {resize}")
+        if augment not in AUGMENTS:
+            raise ValueError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTS)}")
+        arrays = arrays or load_fashion_mnist(data_dir, download_if_missing)
+        self.source, self.resize, self.augment, self.seed = arrays.source, resize, augment, seed
+        train_idx = stratified_subset(arrays.train_labels, train_subset, seed)
+        test_idx = stratified_subset(arrays.test_labels, test_subset, seed + 1)
+        # uint8 on the device: 47 MB for all 60k images, a quarter of float32.
+        self.train_x = paddle.to_tensor(arrays.train_images[train_idx][:, None])  # [N, 1, 28, 28]
+        self.train_y = paddle.to_tensor(arrays.train_labels[train_idx].astype("int64"))
+        self.test_x = paddle.to_tensor(arrays.test_images[test_idx][:, None])
+        self.test_y = paddle.to_tensor(arrays.test_labels[test_idx].astype("int64"))
+
+    @property
+    def num_train(self) -> int:
+        return int(self.train_y.shape[0])
+
+    @property
+    def num_test(self) -> int:
+        return int(self.test_y.shape[0])
+
+    def steps_per_epoch(self, batch_size: int, drop_last: bool = True) -> int:
+        n = self.num_train
+        return n // batch_size if drop_last and n >= batch_size else -(-n // batch_size)
+
+    def prepare(self, x_uint8):
+        """uint8 [N, 1, 28, 28] -> normalised float32 [N, 1, R, R], whole batch at once."""
+        import paddle.nn.functional as F
+
+        x = x_uint8.astype("float32") * (1.0 / 255.0)
+        if self.resize != x.shape[-1]:
+            x = F.interpolate(x, size=[self.resize, self.resize], mode="bilinear", align_corners=False)
+        return (x - MEAN) * (1.0 / STD)
+
+    def train_batches(self, batch_size: int, epoch: int, drop_last: bool = True) -> Iterator:
+        """Shuffled (x, y) batches for one epoch; the order depends only on (seed, epoch)."""
+        import paddle
+
+        if batch_size <= 0:
+            raise ValueError(f"batch size must be positive, got {batch_size}")
+        order = _epoch_rng(self.seed, epoch, 0).permutation(self.num_train)
+        aug_rng = _epoch_rng(self.seed, epoch, 1)
+        for step in range(self.steps_per_epoch(batch_size, drop_last)):
+            idx = paddle.to_tensor(order[step * batch_size:(step + 1) * batch_size])
+            x = self.prepare(paddle.gather(self.train_x, idx))
+            if self.augment != "none":
+                x = augment_batch(x, self.augment, aug_rng)
+            yield x, paddle.gather(self.train_y, idx)
+
+    def test_batches(self, batch_size: int = 1000) -> Iterator:
+        """The test set in order, in batches of ``batch_size``."""
+        for start in range(0, self.num_test, batch_size):
+            yield self.prepare(self.test_x[start:start + batch_size]), self.test_y[start:start + batch_size]
+
+
+def augment_batch(x, kind: str, rng: np.random.RandomState, pad_fraction: float = 1 / 14):
+    """Random crop after zero padding (pad = 2 px at 28, scaled with size) and/or horizontal flip.
+
+    Per-example offsets and flips are drawn on the host (a few bytes per batch)
+    and applied to the whole batch on the device with one gather.
+    """
+    import paddle
+    import paddle.nn.functional as F
+
+    n, c, h, w = x.shape
+    if "crop" in kind:
+        pad = max(1, round(h * pad_fraction))
+        # Pad with the normalised value of a black pixel, i.e. the background.
+        padded = F.pad(x, [pad, pad, pad, pad], value=float((0.0 - MEAN) / STD))
+        wp = w + 2 * pad
+        oy = rng.randint(0, 2 * pad + 1, size=n)
+        ox = rng.randint(0, 2 * pad + 1, size=n)
+        rows = oy[:, None, None] + np.arange(h)[None, :, None]          # [N, H, 1]
+        cols = ox[:, None, None] + np.arange(w)[None, None, :]          # [N, 1, W]
+        flat = (rows * wp + cols).reshape(n, 1, h * w).astype("int64")  # [N, 1, H*W]
+        index = paddle.to_tensor(np.broadcast_to(flat, (n, c, h * w)).copy())
+        x = paddle.take_along_axis(padded.reshape([n, c, -1]), index, axis=2).reshape([n, c, h, w])
+    if "flip" in kind:
+        mask = paddle.to_tensor(rng.rand(n) < 0.5).reshape([n, 1, 1, 1])
+        x = paddle.where(mask, paddle.flip(x, axis=[3]), x)
+    return x

@@ -1,0 +1,177 @@
+"""Runtime: CPU tuning before Paddle loads, device choice, seeding.
+
+Importing :mod:`paddle_cnn` runs :func:`tune_cpu` before anything imports
+``paddle``, because the settings below are read once, when Paddle's bundled
+MKL and OpenMP start:
+
+* ``MKL_DEBUG_CPU_TYPE=5`` makes the MKL that ships with Paddle take its
+  AVX2 code path on AMD processors instead of the generic one. On our 2-core
+  AMD EPYC it lifts an fp32 matmul from 57 to 147 GFLOP/s (see benchmarks/).
+* ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` = physical cores, where the
+  machine has hyper-threads: they share the vector units and only add
+  contention in GEMM and convolution.
+
+Nothing is overridden that the user already set. If Paddle was imported
+before ``paddle_cnn``, the tuning can no longer apply and we warn once.
+"""
+from __future__ import annotations
+
+import os
+import random
+import sys
+import warnings
+
+DEVICES = ("auto", "cpu", "gpu")
+
+#: What :func:`tune_cpu` did, for results.json and the benchmark's environment record.
+TUNING: dict = {}
+
+
+def cpu_model() -> str:
+    """The processor's model name from /proc/cpuinfo (or platform as a fallback)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def physical_cores() -> int:
+    """Physical cores usable by this process (hyper-threads counted once)."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        usable = os.cpu_count() or 1
+    cores = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            phys = core = None
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "physical id":
+                    phys = value.strip()
+                elif key == "core id":
+                    core = value.strip()
+                elif not line.strip() and core is not None:
+                    cores.add((phys, core))
+                    phys = core = None
+            if core is not None:
+                cores.add((phys, core))
+    except OSError:
+        pass
+    return max(1, min(usable, len(cores) or usable))
+
+
+def is_amd_cpu() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "AuthenticAMD" in f.read(4096)
+    except OSError:
+        return "AMD" in cpu_model()
+
+
+def tune_cpu() -> dict:
+    """Set MKL/OpenMP environment for this CPU; must run before ``import paddle``.
+
+    Returns (and stores in :data:`TUNING`) what was set, what the user had set
+    already, and whether Paddle was imported too early for it to apply.
+    """
+    if TUNING:
+        return TUNING
+    threads = physical_cores()
+    wanted = {}
+    if threads < (os.cpu_count() or threads):
+        # Only where hyper-threads exist: otherwise OpenMP's default is already
+        # right, and Paddle prints a warning whenever OMP_NUM_THREADS is not 1.
+        wanted = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    if is_amd_cpu():
+        wanted["MKL_DEBUG_CPU_TYPE"] = "5"
+    applied, kept = {}, {}
+    for key, value in wanted.items():
+        if key in os.environ:
+            kept[key] = os.environ[key]
+        else:
+            os.environ[key] = value
+            applied[key] = value
+    # Paddle warns about a C++ extension cache on every import; irrelevant to this course.
+    warnings.filterwarnings("ignore", message="No ccache found")
+    too_late = "paddle" in sys.modules
+    if too_late and applied:
+        warnings.warn(
+            "paddle was imported before paddle_cnn, so the CPU tuning "
+            f"({', '.join(f'{k}={v}' for k, v in applied.items())}) cannot take effect "
+            "in this process; import paddle_cnn first (or set these variables "
+            "before starting Python) for full CPU speed.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    TUNING.update(applied=applied, user_set=kept, paddle_imported_first=too_late)
+    return TUNING
+
+
+def get_device(device: str = "auto") -> str:
+    """Resolve ``auto|cpu|gpu`` to a Paddle place string and make it current."""
+    import paddle
+
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if device == "gpu" and not has_gpu:
+        raise ValueError(
+            "--device gpu was requested but this Paddle build has no usable GPU "
+            f"(paddle {paddle.__version__}, compiled with CUDA: {paddle.is_compiled_with_cuda()}); "
+            "use --device cpu, or install paddlepaddle-gpu on a machine with a GPU"
+        )
+    place = "gpu:0" if device == "gpu" or (device == "auto" and has_gpu) else "cpu"
+    paddle.set_device(place)
+    return "gpu" if place.startswith("gpu") else "cpu"
+
+
+def synchronize(device: str) -> None:
+    """Wait for queued GPU work so a timer reads real time (no-op on the CPU).
+
+    Not run here (no GPU on our machine); works on Paddle 2.6 and 3.x.
+    """
+    if device != "gpu":
+        return
+    import paddle
+
+    sync = getattr(paddle.device, "synchronize", None) or paddle.device.cuda.synchronize
+    sync()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and Paddle (CPU and GPU generators)."""
+    import numpy as np
+    import paddle
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    paddle.seed(seed)
+
+
+def environment(device: str = "cpu") -> dict:
+    """Where a measurement was made: device, CPU or GPU model, versions, tuning."""
+    import platform
+
+    import paddle
+
+    env = {
+        "device": device,
+        "cpu_model": cpu_model(),
+        "physical_cores": physical_cores(),
+        "paddle": paddle.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_tuning": {k: os.environ.get(k) for k in ("MKL_DEBUG_CPU_TYPE", "OMP_NUM_THREADS", "MKL_NUM_THREADS")},
+        "tuning_applied_before_paddle": not TUNING.get("paddle_imported_first", True),
+    }
+    if device == "gpu":
+        env["gpu_name"] = paddle.device.cuda.get_device_name()
+    return env

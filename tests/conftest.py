@@ -1,0 +1,65 @@
+"""Shared fixtures. paddle_cnn is imported first so its CPU tuning applies before paddle loads."""
+import os
+from pathlib import Path
+
+import paddle_cnn  # noqa: F401  (must precede any paddle import)
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "fashion-mnist"
+
+
+def real_data_dir():
+    """The folder with real Fashion-MNIST files, or None (then real-data tests skip, saying why)."""
+    for candidate in (os.environ.get("PADDLE_CNN_DATA"), SHARED_DATA, REPO / "data" / "fashion-mnist"):
+        if candidate and all((Path(candidate) / f).is_file() for f in
+                             ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")):
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    found = real_data_dir()
+    if found is None:
+        pytest.skip("real Fashion-MNIST files not found: set PADDLE_CNN_DATA to a folder with the four IDX files "
+                    "(CI uses ../shared/data/fashion-mnist)")
+    return found
+
+
+@pytest.fixture(scope="session")
+def arrays(data_dir):
+    from paddle_cnn.data import load_fashion_mnist
+
+    return load_fashion_mnist(data_dir)
+
+
+def make_fake_dataset(folder, n_train=60, n_test=20, seed=0):
+    """Write four small valid IDX gz files: class c images are bright in row block c."""
+    from paddle_cnn.data import ALL_FILES, write_idx
+
+    rng = np.random.RandomState(seed)
+    folder = Path(folder)
+    out = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = np.arange(n) % 10
+        rng.shuffle(labels)
+        images = rng.randint(0, 40, size=(n, 28, 28)).astype(np.uint8)
+        for i, c in enumerate(labels):
+            images[i, c * 2:c * 2 + 6, :] = 250
+        out[split] = (images, labels.astype(np.uint8))
+    names = dict(zip(("train_x", "train_y", "test_x", "test_y"), ALL_FILES))
+    write_idx(folder / names["train_x"], out["train"][0])
+    write_idx(folder / names["train_y"], out["train"][1])
+    write_idx(folder / names["test_x"], out["test"][0])
+    write_idx(folder / names["test_y"], out["test"][1])
+    return out
+
+
+@pytest.fixture
+def fake_data(tmp_path):
+    folder = tmp_path / "fmnist"
+    make_fake_dataset(folder)
+    return folder

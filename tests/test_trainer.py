@@ -1,0 +1,127 @@
+"""The shared trainer: learning, schedules, initialisation, checkpoints and failures."""
+import math
+
+import numpy as np
+import paddle
+import pytest
+
+from paddle_cnn import trainer
+from paddle_cnn.data import FashionMNIST
+from paddle_cnn.trainer import Trainer, TrainConfig, TrainingError, build_model, config_for, lr_at
+
+from conftest import make_fake_dataset
+
+
+def test_learns_a_separable_problem_perfectly(tmp_path):
+    make_fake_dataset(tmp_path, n_train=200, n_test=50)
+    cfg = TrainConfig(model="lenet_relu", epochs=8, batch_size=20, lr=0.01, optimizer="adam", device="cpu")
+    result = Trainer(cfg, progress=False, log=None).fit(build_model(cfg), FashionMNIST(28, tmp_path))
+    assert result.history[-1]["test_acc"] == 1.0
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert "test acc 1.000" in result.summary() and result.summary().endswith("examples/sec on cpu")
+
+
+@pytest.mark.slow
+def test_real_lenet_relu_learns_fashion_mnist(arrays):
+    cfg = config_for("lenet_relu", "cpu", epochs=1, train_subset=6000, test_subset=2000, device="cpu")
+    result = Trainer(cfg, progress=False, log=None).fit(build_model(cfg), FashionMNIST(28, arrays=arrays,
+                                                         train_subset=6000, test_subset=2000))
+    assert result.history[0]["test_acc"] >= 0.70, result.history
+
+
+def test_resume_continues_at_the_next_epoch(tmp_path):
+    make_fake_dataset(tmp_path / "d", n_train=100, n_test=20)
+    data = FashionMNIST(28, tmp_path / "d")
+    cfg = TrainConfig(model="lenet_relu", epochs=3, batch_size=20, lr=0.05, momentum=0.9, device="cpu", seed=3)
+    full = Trainer(cfg, tmp_path / "full", progress=False, log=None).fit(build_model(cfg), data)
+
+    short = TrainConfig(**{**cfg.__dict__, "epochs": 2})
+    Trainer(short, tmp_path / "part", progress=False, log=None).fit(build_model(short), data)
+    logged = []
+    resumed = Trainer(cfg, tmp_path / "part", progress=False, log=logged.append).fit(build_model(cfg), data,
+                                                                                   resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert len(logged) == 1 and logged[0].startswith("epoch 3/3")   # only the missing epoch ran
+    for a, b in zip(full.history, resumed.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
+        assert a["test_acc"] == b["test_acc"]
+
+
+def test_resume_refuses_other_model_or_config(tmp_path):
+    make_fake_dataset(tmp_path / "d", n_train=40, n_test=20)
+    data = FashionMNIST(28, tmp_path / "d")
+    cfg = TrainConfig(model="lenet_relu", epochs=1, batch_size=20, device="cpu")
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        Trainer(cfg, tmp_path / "run", log=None).fit(build_model(cfg), data, resume=True)
+    Trainer(cfg, tmp_path / "run", progress=False, log=None).fit(build_model(cfg), data)
+    other = TrainConfig(model="lenet", epochs=2, batch_size=20, device="cpu")
+    with pytest.raises(TrainingError, match="belongs to model 'lenet_relu'"):
+        Trainer(other, tmp_path / "run", log=None).fit(build_model(other), data, resume=True)
+    changed = TrainConfig(model="lenet_relu", epochs=2, batch_size=20, lr=0.5, device="cpu")
+    with pytest.raises(TrainingError, match="lr: checkpoint 0.1 vs now 0.5"):
+        Trainer(changed, tmp_path / "run", log=None).fit(build_model(changed), data, resume=True)
+
+
+def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
+    make_fake_dataset(tmp_path / "d", n_train=100, n_test=20)
+    data = FashionMNIST(28, tmp_path / "d")
+    cfg = TrainConfig(model="lenet_relu", epochs=1, batch_size=20, device="cpu")
+    Trainer(cfg, tmp_path / "run", progress=False, log=None).fit(build_model(cfg), data)
+    before = (tmp_path / "run" / trainer.CHECKPOINT).read_bytes()
+    wild = TrainConfig(model="lenet_relu", epochs=2, batch_size=20, lr=1e30, device="cpu")
+    model = build_model(wild)
+    with pytest.raises(TrainingError, match=r"non-finite loss .* in epoch 1, step \d+"):
+        Trainer(wild, tmp_path / "run2", progress=False, log=None).fit(model, data)
+    assert (tmp_path / "run" / trainer.CHECKPOINT).read_bytes() == before
+    assert not (tmp_path / "run2" / trainer.CHECKPOINT).exists()
+
+
+def test_xavier_init_is_really_applied():
+    cfg = TrainConfig(model="lenet_relu", device="cpu")
+    model = build_model(cfg)
+    for layer in model.sublayers():
+        if isinstance(layer, (paddle.nn.Conv2D, paddle.nn.Linear)):
+            w = layer.weight.numpy()
+            fan_in, fan_out = (w.shape if w.ndim == 2 else
+                               (w.shape[1] * w[0, 0].size, w.shape[0] * w[0, 0].size))
+            bound = math.sqrt(6 / (fan_in + fan_out))
+            assert np.abs(w).max() <= bound + 1e-6
+            assert np.abs(w).max() > 0.8 * bound        # spread over the whole Xavier range
+            assert not layer.bias.numpy().any()
+    default = build_model(TrainConfig(model="lenet_relu", init="default"))
+    assert default.net[0].bias.numpy().any() or not np.allclose(default.net[0].weight.numpy(),
+                                                                 model.net[0].weight.numpy())
+
+
+def test_learning_rate_schedules():
+    cfg = TrainConfig(model="lenet", epochs=10, lr=1.0, schedule="step", step_every=3, step_gamma=0.1)
+    assert [lr_at(cfg, e * 5, 5) for e in (0, 2, 3, 6, 9)] == pytest.approx([1, 1, 0.1, 0.01, 0.001])
+    cos = TrainConfig(model="lenet", epochs=10, lr=1.0, schedule="cosine")
+    assert lr_at(cos, 0, 10) == 1.0 and lr_at(cos, 50, 10) == pytest.approx(0.5) and lr_at(cos, 99, 10) < 0.001
+    one = TrainConfig(model="lenet", epochs=10, lr=1.0, schedule="onecycle")
+    values = [lr_at(one, s, 10) for s in range(100)]
+    assert values[0] == pytest.approx(0.04) and max(values) == pytest.approx(1.0, abs=0.01)
+    assert values.index(max(values)) == 30 and values[-1] < 0.01
+    warm = TrainConfig(model="lenet", epochs=10, lr=1.0, warmup_epochs=1)
+    assert lr_at(warm, 0, 10) == pytest.approx(0.1) and lr_at(warm, 10, 10) == 1.0
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("epochs", 0, "epochs must be a positive"), ("batch_size", -1, "batch size must be a positive"),
+    ("lr", float("nan"), "learning rate must be a positive"), ("lr", 0.0, "learning rate must be a positive"),
+    ("optimizer", "rmsprop", "choose one of sgd, adam, adamw"), ("resize", 8, "at least 12x12"),
+    ("device", "tpu", "choose one of auto, cpu, gpu"), ("resize", 0, "resize must be a positive"),
+])
+def test_config_validation(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(model="lenet", **{field: value}).validate()
+
+
+def test_profiles_resolve():
+    cfg = config_for("lenet", "smoke", epochs=3, lr=None)
+    assert cfg.epochs == 3 and cfg.lr == 0.9 and cfg.profile == "smoke"
+    assert config_for("lenet").profile in ("cpu", "course")
+    with pytest.raises(ValueError, match="no profile 'fast'"):
+        config_for("lenet", "fast")
+    with pytest.raises(ValueError, match="unknown model 'lenet9'"):
+        config_for("lenet9")
