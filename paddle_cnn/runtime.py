@@ -20,6 +20,9 @@ import os
 import random
 import sys
 import warnings
+# Load Python's zlib against the system libz before Paddle can: Paddle 2.6's
+# bundled libz otherwise binds first and gzip.decompress segfaults in inflateReset2.
+import zlib  # noqa: F401
 
 DEVICES = ("auto", "cpu", "gpu")
 
