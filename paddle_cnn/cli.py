@@ -2,6 +2,8 @@
 
     paddle-cnn list                         registered models, sections and profiles
     paddle-cnn train lenet [--profile cpu]  train, print per-epoch lines, save results under --out
+    paddle-cnn homework run alexnet         measure a section's homework into homework/alexnet/
+    paddle-cnn homework summary             one table over all sections
     paddle-cnn data check                   where the data was found, its sha256 sums
 
 A bad argument or bad data ends with one ``error:`` line and exit code 2
@@ -54,6 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default runs/MODEL-PROFILE)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
 
+    p = sub.add_parser("homework", help="record measured runs in homework/<section>/")
+    hw = p.add_subparsers(dest="action", required=True)
+    q = hw.add_parser("run", help="train MODEL with a profile and write its section folder")
+    q.add_argument("model")
+    q.add_argument("--profile", default="auto", help="cpu | course | auto")
+    q.add_argument("--device", default="auto", help="auto | cpu | gpu")
+    q.add_argument("--data-dir")
+    q.add_argument("--root", help="homework folder (default: the repository's homework/)")
+    q.add_argument("--resume", action="store_true", help="continue an interrupted homework run")
+    q.add_argument("--no-progress", action="store_true")
+    q = hw.add_parser("summary", help="write homework/README.md over all sections")
+    q.add_argument("--root")
+
     p = sub.add_parser("data", help="data tools")
     p.add_argument("action", choices=["check"])
     p.add_argument("--data-dir")
@@ -94,6 +109,25 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_homework(args) -> int:
+    from . import homework
+
+    if args.action == "summary":
+        print(f"wrote {homework.summary(args.root)}")
+        return 0
+    try:
+        doc = homework.run(args.model, args.profile, args.device, root=args.root, data_dir=args.data_dir,
+                           resume=args.resume, progress=False if args.no_progress else None)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: continue with `paddle-cnn homework run {args.model} --resume`", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    run_ = doc["runs"][args.model]
+    folder = homework.homework_root(args.root) / run_["section"]
+    print(f"{args.model}: {homework._metric_text(run_)}, {run_['final']['examples_per_sec']:.1f} examples/sec "
+          f"on {run_['environment']['device']}; wrote {folder}/results.json, curves.png, README.md")
+    return 0
+
+
 def cmd_data(args) -> int:
     from .data import load_fashion_mnist
 
@@ -106,7 +140,7 @@ def cmd_data(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "data": cmd_data}
+COMMANDS = {"list": cmd_list, "train": cmd_train, "homework": cmd_homework, "data": cmd_data}
 
 
 def main(argv=None) -> int:

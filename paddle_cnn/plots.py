@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 
 import matplotlib
+import matplotlib.ticker
 
 if not os.environ.get("DISPLAY") and "inline" not in matplotlib.get_backend().lower():
     matplotlib.use("Agg")
@@ -30,6 +31,8 @@ def curves(history, metric: str = "test_acc", title: str = ""):
     ax_acc.plot(epochs, [h[metric] for h in history], "s--", label=metric.replace("_", " "))
     ax_acc.set_xlabel("epoch")
     ax_acc.grid(alpha=0.3)
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax_acc.legend()
     if title:
         fig.suptitle(title)
@@ -62,3 +65,46 @@ def predictions(images, labels, predicted, names=None, cols: int = 8, title: str
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def prediction_grid(result, count: int = 16):
+    """A figure of ``count`` test predictions of a FitResult (mistakes marked in red)."""
+    rows = -(-count // 8)
+    fig = plt.figure(figsize=(11, 1.8 * rows + 0.4))
+    draw_predictions(fig, fig.add_gridspec(rows, 8), result, count)
+    fig.suptitle(f"{result.config.model}: test predictions", fontsize=9)
+    return fig
+
+
+def draw_predictions(fig, grid, result, count: int = 16):
+    """Fill ``grid`` (a rows x 8 GridSpec) with test predictions of ``result.model``.
+
+    Classification: images titled with the predicted class, mistakes in red
+    with the truth below. Scene tasks draw masks or boxes (scene_plots).
+    """
+    import paddle
+
+    from .data import CLASSES
+
+    if result.data is None:
+        return
+    if getattr(result.data, "task", "classification") != "classification":
+        from . import scene_plots
+
+        return scene_plots.draw_predictions(fig, grid, result, count)
+    model = result.model
+    was_training = model.training
+    model.eval()
+    with paddle.no_grad():
+        x, y = next(result.data.test_batches(count))
+        predicted = model(x).argmax(axis=1).numpy()
+    if was_training:
+        model.train()
+    images, labels = x.numpy()[:, 0], y.numpy()
+    for i in range(min(count, len(labels))):
+        ax = fig.add_subplot(grid[i // 8, i % 8])
+        ax.imshow(images[i], cmap="gray")
+        ax.axis("off")
+        wrong = predicted[i] != labels[i]
+        ax.set_title(CLASSES[predicted[i]] + (f"\n(true: {CLASSES[labels[i]]})" if wrong else ""),
+                     fontsize=7, color="red" if wrong else "black")

@@ -206,6 +206,7 @@ class FitResult:
     metric_label: str = "test acc"
     train_metric_label: str = "train acc"
     final: dict = field(default_factory=dict)
+    data: object = field(default=None, repr=False)  # the data object trained on (for predictions)
 
     @property
     def examples_per_sec(self) -> float:
@@ -400,7 +401,7 @@ class Trainer:
                  if k not in ("epoch", "examples", "train_time", "wall_time", "lr_end", "examples_per_sec")} \
             if history else {}
         return FitResult(model, cfg, history, self.device, getattr(data, "source", {}), task.metric,
-                         task.metric_label, task.train_metric_label, final)
+                         task.metric_label, task.train_metric_label, final, data)
 
     def _bar(self, steps: int, epoch: int):
         if self.progress is False:
