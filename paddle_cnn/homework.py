@@ -1,0 +1,279 @@
+"""Homework folders: run a model's profile and write ``homework/<section>/`` from the measurement.
+
+``paddle-cnn homework run alexnet`` trains with the registry profile and writes
+
+* ``results.json``  -- every measured run of the section (exercise variants beside
+  the main model), each with config, data source and sha256, per-epoch history,
+  final metrics, parameters and FLOPs, environment and date;
+* ``curves.png``    -- learning curves of the section's runs and predictions of the
+  model just trained;
+* ``README.md``     -- a generated table between two markers, regenerated on every
+  run, and the hand-written analysis below it, kept exactly as it is.
+
+``paddle-cnn homework summary`` writes ``homework/README.md`` and ``summary.png``
+over all sections. No number in these files is typed by hand.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+from . import atomic, runtime
+
+ROOT = Path(__file__).resolve().parents[1] / "homework"
+BEGIN = "<!-- BEGIN GENERATED: written by `paddle-cnn homework run`; edits here are overwritten -->"
+END = "<!-- END GENERATED -->"
+ANALYSIS_HEADING = "## 分析（手写）"
+ANALYSIS_TEMPLATE = (f"{ANALYSIS_HEADING}\n\n"
+                     "（在这里用自己的话分析上表：精度与教材参考值相比如何，速度与相邻章节相比如何，"
+                     "是什么限制了结果。重新运行 `paddle-cnn homework run` 不会改动这一部分。）\n")
+SCHEMA_VERSION = 1
+FINAL_KEYS = {"classification": ("test_acc",), "segmentation": ("pixel_acc", "miou"),
+              "detection": ("ap50", "class_acc")}
+
+
+def homework_root(root=None) -> Path:
+    """``root``, else ``PADDLE_CNN_HOMEWORK``, else the repository's ``homework/``."""
+    return Path(root or os.environ.get("PADDLE_CNN_HOMEWORK") or ROOT)
+
+
+# --------------------------------------------------------------------------- running
+def run(model: str, profile: str = "auto", device: str = "auto", root=None, data_dir=None, resume: bool = False,
+        progress: Optional[bool] = None, log=print) -> dict:
+    """Train ``model`` with a registry profile and record the run in its section folder."""
+    from .models import get_spec
+    from .trainer import config_for
+    from .trainer import run as train_run
+
+    spec = get_spec(model)
+    cfg = config_for(model, profile, device=device)
+    if cfg.profile == "smoke" and homework_root(root) == ROOT:
+        raise ValueError("homework/ records real measurements: use the cpu, course or auto profile, "
+                         "or send smoke runs elsewhere with root=... / PADDLE_CNN_HOMEWORK=DIR")
+    scratch = homework_root(root).parent / "runs" / "homework" / model
+    result = train_run(cfg, out=scratch, resume=resume, data_dir=data_dir, progress=progress, log=log)
+    return record(result, spec, root=root)
+
+
+def _run_entry(result, spec) -> dict:
+    from .summary import count_flops, count_params
+
+    cfg = result.config
+    shape = [1, int(cfg.model_args.get("in_channels", 1)), cfg.resize, cfg.resize]
+    model = result.model
+    was_training = model.training
+    model.eval()
+    flops = count_flops(model, shape)
+    if was_training:
+        model.train()
+    entry = result.to_dict()
+    entry.update({
+        "schema": SCHEMA_VERSION,
+        "model": spec.name,
+        "section": spec.section,
+        "title": {"en": spec.title[0], "zh": spec.title[1]},
+        "task": spec.task,
+        "profile": cfg.profile,
+        "params": count_params(result.model),
+        "flops_per_example": flops,
+        "environment": runtime.environment(result.device),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    })
+    entry["final"]["epochs"] = len(result.history)
+    return entry
+
+
+def record(result, spec=None, root=None) -> dict:
+    """Add ``result`` (a FitResult) to its section's results.json, then redraw and retable."""
+    from .models import get_spec
+
+    spec = spec or get_spec(result.config.model)
+    folder = homework_root(root) / spec.section
+    path = folder / "results.json"
+    doc = load_results(path) if path.exists() else {"section": spec.section, "runs": {}}
+    doc["runs"][spec.name] = _run_entry(result, spec)
+    doc["runs"] = {k: doc["runs"][k] for k in _course_order(doc["runs"])}
+    atomic.write_json(path, doc)
+    save_section_figure(doc, result, folder / "curves.png")
+    write_section_readme(doc, folder / "README.md")
+    return doc
+
+
+def _course_order(names):
+    from .models import REGISTRY
+
+    order = list(REGISTRY)
+    return sorted(names, key=lambda n: order.index(n) if n in order else len(order))
+
+
+def load_results(path) -> dict:
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    validate(doc, path)
+    return doc
+
+
+def validate(doc: dict, path="results.json") -> None:
+    """Check a section's results.json against the schema; raise ValueError naming the problem."""
+    def need(obj, keys, where):
+        missing = [k for k in keys if k not in obj]
+        if missing:
+            raise ValueError(f"{path}: {where} lacks {', '.join(missing)}")
+
+    need(doc, ("section", "runs"), "the document")
+    for name, run_ in doc["runs"].items():
+        where = f"run {name!r}"
+        need(run_, ("schema", "model", "section", "task", "profile", "config", "data", "history", "final",
+                    "params", "flops_per_example", "environment", "date"), where)
+        need(run_["data"], ("name", "sha256"), where + " data")
+        need(run_["environment"], ("device", "cpu_model", "physical_cores", "paddle", "python"), where + " environment")
+        need(run_["final"], ("examples_per_sec", "wall_time", "epochs") + FINAL_KEYS[run_["task"]], where + " final")
+        for h in run_["history"]:
+            need(h, ("epoch", "train_loss", "train_metric", "examples_per_sec", "wall_time"), where + " history")
+        if run_["section"] != doc["section"] or run_["model"] != name:
+            raise ValueError(f"{path}: {where} is filed under the wrong section or name")
+
+
+# --------------------------------------------------------------------------- tables
+def _device_text(env: dict) -> str:
+    if env["device"] == "gpu":
+        return f"GPU {env.get('gpu_name', '')}"
+    return f"CPU {env['cpu_model']}, {env['physical_cores']} cores"
+
+
+def _metric_text(run_: dict) -> str:
+    final = run_["final"]
+    return ", ".join(f"{k} {final[k]:.3f}" for k in FINAL_KEYS[run_["task"]])
+
+
+def section_table(doc: dict) -> str:
+    rows = ["| model | profile | test metric | examples/sec | params | MFLOPs/example | epochs | wall time | "
+            "device | Paddle | date |", "|" + " --- |" * 11]
+    for name, r in doc["runs"].items():
+        rows.append(f"| `{name}` | {r['profile']} | {_metric_text(r)} | {r['final']['examples_per_sec']:.1f} | "
+                    f"{r['params']:,} | {r['flops_per_example'] / 1e6:,.1f} | {r['final']['epochs']} | "
+                    f"{r['final']['wall_time'] / 60:.1f} min | {_device_text(r['environment'])} | "
+                    f"{r['environment']['paddle']} | {r['date'][:10]} |")
+    return "\n".join(rows)
+
+
+def _data_lines(doc: dict) -> str:
+    seen, lines = set(), []
+    for r in doc["runs"].values():
+        key = json.dumps(r["data"]["sha256"], sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        lines.append(f"Data: {r['data']['name']}; sha256 "
+                     + ", ".join(f"`{n}` {h[:16]}…" for n, h in r["data"]["sha256"].items()))
+    return "\n".join(lines)
+
+
+def generated_block(doc: dict) -> str:
+    config_lines = []
+    for name, r in doc["runs"].items():
+        c = r["config"]
+        config_lines.append(f"- `{name}`: resize {c['resize']}, {c['epochs']} epochs, batch {c['batch_size']}, "
+                            f"{c['optimizer']} lr {c['lr']} ({c['schedule']}), weight decay {c['weight_decay']}, "
+                            f"augment {c['augment']}, seed {c['seed']}"
+                            + (f", {c['train_subset']} training examples" if c.get("train_subset") else ""))
+    return "\n".join([BEGIN, "", section_table(doc), "", "Settings:", *config_lines, "",
+                      _data_lines(doc), "",
+                      "examples/sec counts training steps only (evaluation excluded); every figure above was "
+                      "measured by `paddle-cnn homework run` on the device named in the table.",
+                      "", "![learning curves and predictions](curves.png)", "", END])
+
+
+def write_section_readme(doc: dict, path) -> None:
+    """Regenerate the table between the markers; keep everything else, analysis included."""
+    from .models import REGISTRY
+
+    path = Path(path)
+    block = generated_block(doc)
+    if path.exists():
+        text = path.read_text(encoding="utf-8")
+        if BEGIN in text and END in text:
+            head, rest = text.split(BEGIN, 1)
+            tail = rest.split(END, 1)[1]
+            atomic.write_text(path, head + block + tail)
+            return
+        raise ValueError(f"{path} has no generated-table markers; restore them ({BEGIN!r} ... {END!r}) "
+                         "so the table can be regenerated without touching your analysis")
+    spec = next(s for s in REGISTRY.values() if s.section == doc["section"])
+    text = f"# {spec.title[1]} / {spec.title[0]}\n\n{block}\n\n{ANALYSIS_TEMPLATE}"
+    atomic.write_text(path, text)
+
+
+# --------------------------------------------------------------------------- figures
+def save_section_figure(doc: dict, result, path) -> None:
+    """Curves of every run in the section (top) and predictions of the run just made (bottom)."""
+    import matplotlib.pyplot as plt
+
+    from . import plots
+
+    fig = plt.figure(figsize=(11, 7.5))
+    top = fig.add_gridspec(2, 1, height_ratios=[1, 1.3])
+    axes = top[0].subgridspec(1, 2).subplots()
+    for ax in axes:
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    for name, r in doc["runs"].items():
+        epochs = [h["epoch"] for h in r["history"]]
+        axes[0].plot(epochs, [h["train_loss"] for h in r["history"]], "o-", label=f"{name} train loss")
+        axes[1].plot(epochs, [h[r["metric"]] for h in r["history"]], "s-", label=f"{name} {r['metric']}")
+        axes[1].plot(epochs, [h["train_metric"] for h in r["history"]], ":", label=f"{name} train")
+    for ax, label in zip(axes, ("loss", "metric")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    env = runtime.environment(result.device)
+    fig.suptitle(f"{doc['section']} — measured on {_device_text(env)}; "
+                 f"{next(iter(doc['runs'].values()))['data']['name']}", fontsize=9)
+    bottom = top[1].subgridspec(2, 8)
+    plots.draw_predictions(fig, bottom, result)
+    atomic.save_figure(fig, path, dpi=100)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- summary
+def summary(root=None) -> Path:
+    """Write ``homework/README.md`` (all sections in one table) and ``summary.png``."""
+    import matplotlib.pyplot as plt
+
+    from .models import sections
+
+    root = homework_root(root)
+    runs = []
+    for section in sections():
+        path = root / section / "results.json"
+        if path.exists():
+            runs += list(load_results(path)["runs"].values())
+    lines = ["# Homework results / 作业结果", "",
+             "Generated by `paddle-cnn homework summary` from the `results.json` files; do not edit.", "",
+             "| section | model | test metric | examples/sec | params | epochs | wall time | profile | device |",
+             "|" + " --- |" * 9]
+    for r in runs:
+        lines.append(f"| [{r['section']}]({r['section']}/README.md) | `{r['model']}` | {_metric_text(r)} | "
+                     f"{r['final']['examples_per_sec']:.1f} | {r['params']:,} | {r['final']['epochs']} | "
+                     f"{r['final']['wall_time'] / 60:.1f} min | {r['profile']} | {_device_text(r['environment'])} |")
+    missing = [s for s in sections() if not (root / s / "results.json").exists()]
+    if missing:
+        lines += ["", "Not yet measured: " + ", ".join(missing) + "."]
+    lines += ["", "![accuracy against examples/sec](summary.png)", ""]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in runs:
+        key = FINAL_KEYS[r["task"]][-1 if r["task"] == "segmentation" else 0]
+        ax.scatter(r["final"]["examples_per_sec"], r["final"][key], s=20 + r["params"] / 2e5, alpha=0.6)
+        ax.annotate(r["model"], (r["final"]["examples_per_sec"], r["final"][key]), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("training examples/sec (log)")
+    ax.set_ylabel("test metric (accuracy; mIoU / AP50 for scenes)")
+    ax.set_title("Measured homework runs; marker area ~ parameters", fontsize=9)
+    ax.grid(alpha=0.3)
+    atomic.save_figure(fig, root / "summary.png", dpi=100)
+    plt.close(fig)
+    atomic.write_text(root / "README.md", "\n".join(lines))
+    return root / "README.md"

@@ -1,0 +1,80 @@
+"""AlexNet, the "deep convolutional networks" section: five convolutions and a wide MLP head.
+
+Krizhevsky et al. (2012) as d2l adapts it to one-channel Fashion-MNIST
+upsampled to 224x224: ReLU instead of sigmoid, max-pooling, and dropout in
+the two 4096-wide fully connected layers.
+"""
+from __future__ import annotations
+
+import paddle
+from paddle import nn
+
+from ..blocks import check_input, mlp_head, out_size
+from .registry import register
+
+# (out_channels, kernel, stride, padding, then 3x3/2 max-pool?) of each convolution, ReLU after each.
+CONV_ARCH = (
+    (96, 11, 4, 1, True),   # a large stride-4 window: at 224 the first layer must shrink fast
+    (256, 5, 1, 2, True),
+    (384, 3, 1, 1, False),
+    (384, 3, 1, 1, False),
+    (256, 3, 1, 1, True),
+)
+FC_ARCH = (4096, 4096)
+DROPOUT = 0.5
+# Working back from the last pool's 1 pixel: 3 <- 7 <- 15 <- conv1 (s + 2 - 11) // 4 + 1 >= 15.
+MIN_SIZE = 65
+
+
+class AlexNet(nn.Layer):
+    """AlexNet for ``input_size`` x ``input_size`` images (224 in the course).
+
+    >>> AlexNet()(paddle.zeros([2, 1, 224, 224])).shape
+    [2, 10]
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 224, name: str = "alexnet"):
+        super().__init__()
+        if input_size < MIN_SIZE:
+            raise ValueError(f"{name} needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {input_size}")
+        self.name, self.input_size = name, input_size
+        layers, channels, side = [], in_channels, input_size
+        for out_channels, kernel, stride, padding, pool in CONV_ARCH:
+            layers += [nn.Conv2D(channels, out_channels, kernel, stride, padding), nn.ReLU()]
+            channels, side = out_channels, out_size(side, kernel, stride, padding)
+            if pool:
+                layers.append(nn.MaxPool2D(3, 2))
+                side = out_size(side, 3, 2)
+        self.features = nn.Sequential(*layers)  # [N, 1, 224, 224] -> [N, 256, 5, 5]
+        self.head = mlp_head(channels * side * side, num_classes, FC_ARCH, DROPOUT)  # 6400 -> ... -> classes
+
+    def forward_features(self, x):
+        return self.features(x)
+
+    def forward_head(self, x):
+        return self.head(x)
+
+    def forward(self, x):
+        check_input(x, self.name, MIN_SIZE, self.input_size)
+        return self.forward_head(self.forward_features(x))  # [N, num_classes]
+
+
+@register(section="alexnet", title=("Deep convolutional networks (AlexNet)", "深度卷积神经网络（AlexNet）"),
+          min_size=MIN_SIZE, profiles=dict(
+              # d2l: resize 224, lr 0.01, batch 128, 10 epochs, plain SGD, Xavier init.
+              course=dict(resize=224, epochs=10, batch_size=128, lr=0.01, optimizer="sgd", init="xavier"),
+              # measured 2026-11-25 on the 2-core AMD EPYC: 111 train / 329 eval ex/s at 65px, batch 128, so
+              # 3 x 36k examples ~ 16 min + 3 x 5k test ~ 1 min. 65 is the smallest side AlexNet takes;
+              # AdamW because plain SGD sits on the no-BN loss plateau for much of such a short run.
+              cpu=dict(resize=65, epochs=3, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
+                       schedule="onecycle", init="xavier", train_subset=36000, test_subset=5000),
+              smoke=dict(resize=MIN_SIZE, epochs=1, batch_size=64, lr=1e-3, optimizer="adamw", init="xavier",
+                         train_subset=512, test_subset=256),
+          ))
+def alexnet(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> AlexNet:
+    """AlexNet as in the course (d2l's single-channel version).
+
+    >>> alexnet()(paddle.zeros([1, 1, 224, 224])).shape
+    [1, 10]
+    """
+    return AlexNet(num_classes, in_channels, input_size)

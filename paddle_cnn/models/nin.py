@@ -1,0 +1,98 @@
+"""Network in Network, the "NiN" section: 1x1 convolutions instead of a fully connected head.
+
+Lin et al. (2013). Each NiN block is a convolution followed by 1x1
+convolutions (:func:`paddle_cnn.blocks.nin_block`). The last block outputs
+one channel per class and global average pooling turns each channel into a
+logit, so there are no fully connected layers and any input of at least
+``MIN_SIZE`` works.
+"""
+from __future__ import annotations
+
+import paddle
+from paddle import nn
+
+from ..blocks import check_input, nin_block
+from .registry import register
+
+# (out_channels, kernel, stride, padding) of the NiN blocks, each followed by a 3x3/2 max-pool.
+NIN_ARCH = ((96, 11, 4, 0), (256, 5, 1, 2), (384, 3, 1, 1))
+# The classifier block: out_channels = num_classes, then global average pooling.
+HEAD_BLOCK = (3, 1, 1)
+DROPOUT = 0.5
+# Working back from the last pool's 1 pixel: 3 <- 7 <- 15 <- conv1 (s - 11) // 4 + 1 >= 15.
+MIN_SIZE = 67
+
+
+class NiN(nn.Layer):
+    """NiN with ``num_1x1`` 1x1 convolutions per block (2 in the paper and the course).
+
+    >>> NiN()(paddle.zeros([2, 1, 224, 224])).shape
+    [2, 10]
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 224,
+                 num_1x1: int = 2, name: str = "nin"):
+        super().__init__()
+        # Fully convolutional: input_size is only checked, the layers do not depend on it.
+        if input_size < MIN_SIZE:
+            raise ValueError(f"{name} needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {input_size}")
+        self.name = name
+        layers, channels = [], in_channels
+        for out_channels, kernel, stride, padding in NIN_ARCH:
+            layers += [nin_block(channels, out_channels, kernel, stride, padding, num_1x1),
+                       nn.MaxPool2D(3, stride=2)]  # 224: 54 -> 26, 26 -> 12, 12 -> 5
+            channels = out_channels
+        layers += [nn.Dropout(DROPOUT), nin_block(channels, num_classes, *HEAD_BLOCK, num_1x1)]
+        self.features = nn.Sequential(*layers)  # [N, 1, 224, 224] -> [N, num_classes, 5, 5]
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2D(1), nn.Flatten())  # -> [N, num_classes]
+
+    def forward_features(self, x):
+        return self.features(x)
+
+    def forward_head(self, x):
+        return self.head(x)
+
+    def forward(self, x):
+        check_input(x, self.name, MIN_SIZE)
+        return self.forward_head(self.forward_features(x))  # [N, num_classes]
+
+
+_TITLE = ("Network in network (NiN)", "网络中的网络（NiN）")
+
+
+@register(section="nin", title=_TITLE, min_size=MIN_SIZE, profiles=dict(
+    # d2l: resize 224, lr 0.1, batch 128, 10 epochs.
+    course=dict(resize=224, epochs=10, batch_size=128, lr=0.1, optimizer="sgd", init="xavier"),
+    # measured 2026-11-25 on the 2-core AMD EPYC: 123 train / 275 eval ex/s at 67px (the smallest
+    # side NiN takes), batch 128: 3 x 40k examples ~ 16 min + 3 x 5k test ~ 1 min; AdamW to get
+    # off NiN's long initial plateau sooner than SGD.
+    cpu=dict(resize=MIN_SIZE, epochs=3, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
+             schedule="onecycle", init="xavier", train_subset=40000, test_subset=5000),
+    smoke=dict(resize=MIN_SIZE, epochs=1, batch_size=64, lr=1e-3, optimizer="adamw", init="xavier",
+               train_subset=512, test_subset=256),
+))
+def nin(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> NiN:
+    """NiN as in the course: two 1x1 convolutions per block.
+
+    >>> nin()(paddle.zeros([1, 1, 224, 224])).shape
+    [1, 10]
+    """
+    return NiN(num_classes, in_channels, input_size, num_1x1=2, name="nin")
+
+
+@register(section="nin", title=_TITLE, min_size=MIN_SIZE, profiles=dict(
+    course=dict(resize=224, epochs=10, batch_size=128, lr=0.1, optimizer="sgd", init="xavier"),
+    # measured 2026-11-25 on the 2-core AMD EPYC: 180 train / 438 eval ex/s at 67px, batch 128
+    # (one 1x1 conv fewer per block): 3 epochs of 60k ~ 17 min + 3 x 5k test ~ 1 min.
+    cpu=dict(resize=MIN_SIZE, epochs=3, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
+             schedule="onecycle", init="xavier", test_subset=5000),
+    smoke=dict(resize=MIN_SIZE, epochs=1, batch_size=64, lr=1e-3, optimizer="adamw", init="xavier",
+               train_subset=512, test_subset=256),
+))
+def nin_one_1x1(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> NiN:
+    """The course exercise: NiN with one 1x1 convolution per block instead of two.
+
+    >>> nin_one_1x1()(paddle.zeros([1, 1, 224, 224])).shape
+    [1, 10]
+    """
+    return NiN(num_classes, in_channels, input_size, num_1x1=1, name="nin_one_1x1")

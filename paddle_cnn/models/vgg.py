@@ -1,0 +1,95 @@
+"""VGG, the "networks using blocks" section: a stack of identical conv blocks, then AlexNet's head.
+
+Simonyan and Zisserman (2014). Each block is a few 3x3 convolutions and a
+2x2/2 max-pool (see :func:`paddle_cnn.blocks.vgg_block`), so the whole
+network is described by one table of (number of convolutions, channels).
+"""
+from __future__ import annotations
+
+import paddle
+from paddle import nn
+
+from ..blocks import check_input, mlp_head, vgg_block
+from .registry import register
+
+# (num_convs, out_channels) per block: VGG-11 has 8 convolutions and 3 fully connected layers.
+VGG11_ARCH = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
+# d2l trains a version with a quarter of the channels on Fashion-MNIST: 1/16 of the conv work.
+SMALL_RATIO = 4
+FC_ARCH = (4096, 4096)
+DROPOUT = 0.5
+MIN_SIZE = 32  # five 2x2/2 pools: 32 -> 16 -> 8 -> 4 -> 2 -> 1
+
+
+class VGG(nn.Layer):
+    """VGG built from ``conv_arch`` for ``input_size`` x ``input_size`` images.
+
+    >>> VGG(VGG11_ARCH)(paddle.zeros([2, 1, 224, 224])).shape
+    [2, 10]
+    """
+
+    def __init__(self, conv_arch=VGG11_ARCH, num_classes: int = 10, in_channels: int = 1,
+                 input_size: int = 224, name: str = "vgg"):
+        super().__init__()
+        if input_size < MIN_SIZE:
+            raise ValueError(f"{name} needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {input_size}")
+        self.name, self.input_size = name, input_size
+        blocks, channels, side = [], in_channels, input_size
+        for num_convs, out_channels in conv_arch:
+            blocks.append(vgg_block(num_convs, channels, out_channels))
+            channels, side = out_channels, side // 2
+        self.features = nn.Sequential(*blocks)  # [N, 1, 224, 224] -> [N, 512, 7, 7]
+        self.head = mlp_head(channels * side * side, num_classes, FC_ARCH, DROPOUT)  # 25088 -> ... -> classes
+
+    def forward_features(self, x):
+        return self.features(x)
+
+    def forward_head(self, x):
+        return self.head(x)
+
+    def forward(self, x):
+        check_input(x, self.name, MIN_SIZE, self.input_size)
+        return self.forward_head(self.forward_features(x))  # [N, num_classes]
+
+
+_TITLE = ("Networks using blocks (VGG)", "使用块的网络（VGG）")
+
+
+@register(section="vgg", title=_TITLE, min_size=MIN_SIZE, profiles=dict(
+    # The full-width network at d2l's setting; d2l itself only trains the small one.
+    course=dict(resize=224, epochs=10, batch_size=128, lr=0.05, optimizer="sgd", init="xavier"),
+    # measured 2026-11-25 on the 2-core AMD EPYC: 42 train / 141 eval ex/s at 32px, batch 128 -- 16x
+    # the small one's conv work, so one pass over 40k examples (~16 min) is all that fits.
+    cpu=dict(resize=32, epochs=1, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
+             schedule="onecycle", init="xavier", train_subset=40000, test_subset=5000),
+    smoke=dict(resize=MIN_SIZE, epochs=1, batch_size=64, lr=1e-3, optimizer="adamw", init="xavier",
+               train_subset=512, test_subset=256),
+))
+def vgg11(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> VGG:
+    """VGG-11 with the original channel widths.
+
+    >>> vgg11()(paddle.zeros([1, 1, 224, 224])).shape
+    [1, 10]
+    """
+    return VGG(VGG11_ARCH, num_classes, in_channels, input_size, name="vgg11")
+
+
+@register(section="vgg", title=_TITLE, min_size=MIN_SIZE, profiles=dict(
+    # d2l: small_conv_arch (channels / 4), resize 224, lr 0.05, batch 128, 10 epochs.
+    course=dict(resize=224, epochs=10, batch_size=128, lr=0.05, optimizer="sgd", init="xavier"),
+    # measured 2026-11-25 on the 2-core AMD EPYC: 253 train / 990 eval ex/s at 32px, batch 128:
+    # 4 epochs of 60k ~ 16 min + 40k test ~ 1 min. AdamW because SGD stays at loss 2.30
+    # for the first 80 steps (a 1-minute probe on the same date), as d2l's VGG does.
+    cpu=dict(resize=32, epochs=4, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
+             schedule="onecycle", init="xavier"),
+    smoke=dict(resize=MIN_SIZE, epochs=1, batch_size=64, lr=1e-3, optimizer="adamw", init="xavier",
+               train_subset=512, test_subset=256),
+))
+def vgg11_small(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> VGG:
+    """VGG-11 with a quarter of the channels, the version d2l trains on Fashion-MNIST.
+
+    >>> vgg11_small()(paddle.zeros([1, 1, 224, 224])).shape
+    [1, 10]
+    """
+    small_arch = tuple((num_convs, channels // SMALL_RATIO) for num_convs, channels in VGG11_ARCH)
+    return VGG(small_arch, num_classes, in_channels, input_size, name="vgg11_small")
