@@ -53,7 +53,8 @@ def run(model: str, profile: str = "auto", device: str = "auto", root=None, data
     if cfg.profile == "smoke" and homework_root(root) == ROOT:
         raise ValueError("homework/ records real measurements: use the cpu, course or auto profile, "
                          "or send smoke runs elsewhere with root=... / PADDLE_CNN_HOMEWORK=DIR")
-    scratch = homework_root(root).parent / "runs" / "homework" / model
+    # Checkpoints of the run (for --resume) stay out of the folder that gets committed.
+    scratch = (ROOT.parent / "runs" / "homework" if homework_root(root) == ROOT else homework_root(root) / ".runs") / model
     result = train_run(cfg, out=scratch, resume=resume, data_dir=data_dir, progress=progress, log=log)
     return record(result, spec, root=root)
 
@@ -96,9 +97,10 @@ def record(result, spec=None, root=None) -> dict:
     doc = load_results(path) if path.exists() else {"section": spec.section, "runs": {}}
     doc["runs"][spec.name] = _run_entry(result, spec)
     doc["runs"] = {k: doc["runs"][k] for k in _course_order(doc["runs"])}
-    atomic.write_json(path, doc)
+    # Figure and table first: if drawing fails, the old results.json still matches the old README.
     save_section_figure(doc, result, folder / "curves.png")
     write_section_readme(doc, folder / "README.md")
+    atomic.write_json(path, doc)
     return doc
 
 

@@ -104,6 +104,8 @@ def tune_cpu() -> dict:
             applied[key] = value
     # Paddle warns about a C++ extension cache on every import; irrelevant to this course.
     warnings.filterwarnings("ignore", message="No ccache found")
+    # Paddle 3.x announces on every BatchNorm forward that it tracks global statistics: informational.
+    warnings.filterwarnings("ignore", message="When training, we now always track global mean")
     too_late = "paddle" in sys.modules
     if too_late and applied:
         warnings.warn(

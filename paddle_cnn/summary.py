@@ -109,6 +109,12 @@ def _conv_macs(layer: nn.Conv2D, output) -> int:
     return int(np.prod(output.shape)) * (layer._in_channels // layer._groups) * kh * kw
 
 
+def _conv_transpose_macs(layer: nn.Conv2DTranspose, inputs) -> int:
+    # The mirror image: every input element is scattered into (out_channels / groups) * kh * kw outputs.
+    kh, kw = layer._kernel_size
+    return int(np.prod(inputs[0].shape)) * (layer._out_channels // layer._groups) * kh * kw
+
+
 def _linear_macs(layer: nn.Linear, output) -> int:
     in_features = layer.weight.shape[0]  # Paddle stores Linear weights as [in, out]
     return int(np.prod(output.shape)) * in_features
@@ -117,13 +123,14 @@ def _linear_macs(layer: nn.Linear, output) -> int:
 def count_flops(model: nn.Layer, input_shape: Sequence[int]) -> int:
     """Floating-point operations of one forward pass, counted as 2 x multiply-accumulates.
 
-    Only ``nn.Conv2D`` and ``nn.Linear`` are counted (they are >99% of the
+    Only ``nn.Conv2D``, ``nn.Conv2DTranspose`` and ``nn.Linear`` are counted (they are >99% of the
     work in these networks); bias additions, activations, pooling, batch norm
     and concatenations are not. A Conv2D with ``C_in`` inputs, groups ``g``,
     a ``k_h x k_w`` kernel and output ``[N, C_out, H_out, W_out]`` does
     ``N * C_out * H_out * W_out * (C_in / g) * k_h * k_w`` MACs; a Linear
     with ``in_features`` inputs and output ``[N, out_features]`` does
-    ``N * out_features * in_features``. ``input_shape`` is ``[C, H, W]``
+    ``N * out_features * in_features``; a transposed convolution does
+    ``N * C_in * H_in * W_in * (C_out / g) * k_h * k_w``. ``input_shape`` is ``[C, H, W]``
     (FLOPs per example) or ``[N, C, H, W]`` (for the whole batch). A training
     step costs about three times this (forward, and twice for backward).
 
@@ -138,10 +145,15 @@ def count_flops(model: nn.Layer, input_shape: Sequence[int]) -> int:
     def linear_hook(layer, inputs, output):
         macs[0] += _linear_macs(layer, output)
 
+    def conv_transpose_hook(layer, inputs, output):
+        macs[0] += _conv_transpose_macs(layer, inputs)
+
     hooks = {}
     for layer in [model] + list(model.sublayers()):
         if isinstance(layer, nn.Conv2D):
             hooks[layer] = conv_hook
+        elif isinstance(layer, nn.Conv2DTranspose):
+            hooks[layer] = conv_transpose_hook
         elif isinstance(layer, nn.Linear):
             hooks[layer] = linear_hook
     _run(model, input_shape, hooks)

@@ -108,13 +108,19 @@ class TrainConfig:
 def config_for(model: str, profile: str = "auto", **overrides) -> TrainConfig:
     """The registry profile of ``model`` (``auto``: course on a GPU, cpu otherwise) plus overrides.
 
-    Overrides whose value is None are ignored, so CLI flags left unset keep the profile.
+    Overrides whose value is None are ignored, so CLI flags left unset keep the profile;
+    ``model_args`` and ``task_args`` are merged into the profile's dicts, not swapped for them.
     """
     spec = get_spec(model)
     if profile == "auto":
         profile = "course" if _gpu_available() else "cpu"
     values = spec.profile(profile)
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in ("model_args", "task_args"):  # merged, so one option does not drop the profile's others
+            value = {**values.get(key, {}), **value}
+        values[key] = value
     known = {f.name for f in fields(TrainConfig)}
     unknown = set(values) - known
     if unknown:

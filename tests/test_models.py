@@ -241,6 +241,8 @@ def test_count_flops_by_hand():
     grouped = nn.Conv2D(4, 8, 3, padding=1, groups=2)
     assert count_flops(grouped, [4, 5, 5]) == 2 * (8 * 5 * 5) * (2 * 3 * 3)
     assert count_flops(nn.Linear(20, 7), [3, 20]) == 2 * 3 * 7 * 20
+    # a 2x2/2 transposed conv scatters each of the 4*5*5 inputs into 6*2*2 outputs
+    assert count_flops(nn.Conv2DTranspose(4, 6, 2, stride=2), [4, 5, 5]) == 2 * (4 * 5 * 5) * (6 * 2 * 2)
     # LeNet: its two convolutions and three linear layers, per 28x28 example.
     macs = 6 * 28 * 28 * 25 + 16 * 10 * 10 * 6 * 25 + 400 * 120 + 120 * 84 + 84 * 10
     assert count_flops(get_model("lenet"), [1, 28, 28]) == 2 * macs
