@@ -34,6 +34,30 @@ def check_input(x, model: str, min_size: int, expected: int | None = None) -> No
         )
 
 
+class Classifier(nn.Layer):
+    """Base of the course's classifiers: ``features`` then ``head``, split as in timm.
+
+    A subclass builds ``self.features`` and ``self.head`` (or overrides
+    ``forward_features``). ``input_size`` is the side a fully connected head was
+    built for; None where global pooling lets any side from ``min_size`` up through.
+    ``forward`` checks the input first, so a wrong size fails with one clear message.
+    """
+
+    def __init__(self, name: str, min_size: int, input_size: int | None = None):
+        super().__init__()
+        self.name, self.min_size, self.input_size = name, min_size, input_size
+
+    def forward_features(self, x):
+        return self.features(x)
+
+    def forward_head(self, x):
+        return self.head(x)
+
+    def forward(self, x):
+        check_input(x, self.name, self.min_size, self.input_size)
+        return self.forward_head(self.forward_features(x))  # [N, num_classes]
+
+
 def mlp_head(in_features: int, num_classes: int, hidden=(4096, 4096), dropout: float = 0.5) -> nn.Sequential:
     """Flatten, then hidden fully connected layers with ReLU and dropout, then the output layer.
 

@@ -89,8 +89,8 @@ def test_xavier_init_is_really_applied():
             assert np.abs(w).max() > 0.8 * bound        # spread over the whole Xavier range
             assert not layer.bias.numpy().any()
     default = build_model(TrainConfig(model="lenet_relu", init="default"))
-    assert default.net[0].bias.numpy().any() or not np.allclose(default.net[0].weight.numpy(),
-                                                                 model.net[0].weight.numpy())
+    assert default.features[0].bias.numpy().any() or not np.allclose(default.features[0].weight.numpy(),
+                                                                 model.features[0].weight.numpy())
 
 
 def test_learning_rate_schedules():

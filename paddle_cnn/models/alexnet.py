@@ -9,7 +9,7 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
-from ..blocks import check_input, mlp_head, out_size
+from ..blocks import Classifier, mlp_head, out_size
 from .registry import register
 
 # (out_channels, kernel, stride, padding, then 3x3/2 max-pool?) of each convolution, ReLU after each.
@@ -26,7 +26,7 @@ DROPOUT = 0.5
 MIN_SIZE = 65
 
 
-class AlexNet(nn.Layer):
+class AlexNet(Classifier):
     """AlexNet for ``input_size`` x ``input_size`` images (224 in the course).
 
     >>> AlexNet()(paddle.zeros([2, 1, 224, 224])).shape
@@ -34,10 +34,9 @@ class AlexNet(nn.Layer):
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 224, name: str = "alexnet"):
-        super().__init__()
+        super().__init__(name, MIN_SIZE, input_size)
         if input_size < MIN_SIZE:
             raise ValueError(f"{name} needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {input_size}")
-        self.name, self.input_size = name, input_size
         layers, channels, side = [], in_channels, input_size
         for out_channels, kernel, stride, padding, pool in CONV_ARCH:
             layers += [nn.Conv2D(channels, out_channels, kernel, stride, padding), nn.ReLU()]
@@ -48,15 +47,6 @@ class AlexNet(nn.Layer):
         self.features = nn.Sequential(*layers)  # [N, 1, 224, 224] -> [N, 256, 5, 5]
         self.head = mlp_head(channels * side * side, num_classes, FC_ARCH, DROPOUT)  # 6400 -> ... -> classes
 
-    def forward_features(self, x):
-        return self.features(x)
-
-    def forward_head(self, x):
-        return self.head(x)
-
-    def forward(self, x):
-        check_input(x, self.name, MIN_SIZE, self.input_size)
-        return self.forward_head(self.forward_features(x))  # [N, num_classes]
 
 
 @register(section="alexnet", title=("Deep convolutional networks (AlexNet)", "深度卷积神经网络（AlexNet）"),

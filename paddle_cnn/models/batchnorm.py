@@ -15,7 +15,7 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
-from ..blocks import check_input, out_size
+from ..blocks import Classifier, out_size
 from .registry import register
 
 EPS = 1e-5       # Paddle's default epsilon
@@ -93,7 +93,7 @@ def _norm(kind: str, num_features: int, num_dims: int) -> nn.Layer:
     return nn.BatchNorm2D(num_features) if num_dims == 4 else nn.BatchNorm1D(num_features)
 
 
-class BNLeNet(nn.Layer):
+class BNLeNet(Classifier):
     """d2l's LeNet with batch normalization between every conv/linear layer and its sigmoid.
 
     ``norm="scratch"`` uses :class:`BatchNorm` above, ``norm="paddle"`` Paddle's layers.
@@ -104,12 +104,11 @@ class BNLeNet(nn.Layer):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 28,
                  norm: str = "scratch", name: str = "lenet_bn_scratch"):
-        super().__init__()
+        super().__init__(name, MIN_SIZE, input_size)
         if norm not in ("scratch", "paddle"):
             raise ValueError(f"norm must be 'scratch' or 'paddle', got {norm!r}")
         if input_size < MIN_SIZE:
             raise ValueError(f"{name} needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {input_size}")
-        self.name, self.input_size = name, input_size
         layers, channels, side = [], in_channels, input_size
         for out_channels, kernel in CONV_ARCH:
             layers += [nn.Conv2D(channels, out_channels, kernel), _norm(norm, out_channels, 4), nn.Sigmoid(),
@@ -123,15 +122,6 @@ class BNLeNet(nn.Layer):
         layers.append(nn.Linear(width, num_classes))
         self.head = nn.Sequential(*layers)  # -> [N, num_classes]
 
-    def forward_features(self, x):
-        return self.features(x)
-
-    def forward_head(self, x):
-        return self.head(x)
-
-    def forward(self, x):
-        check_input(x, self.name, MIN_SIZE, self.input_size)
-        return self.forward_head(self.forward_features(x))  # [N, num_classes]
 
 
 _TITLE = ("Batch normalization", "批量规范化")

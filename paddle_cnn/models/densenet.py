@@ -10,7 +10,7 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
-from ..blocks import DenseBlock, check_input, resnet_stem, transition
+from ..blocks import Classifier, DenseBlock, resnet_stem, transition
 from .registry import register
 
 STEM_CHANNELS = 64
@@ -22,7 +22,7 @@ NUM_CONVS_IN_DENSE_BLOCKS = (4, 4, 4, 4)
 MIN_SIZE = 29
 
 
-class DenseNet(nn.Layer):
+class DenseNet(Classifier):
     """DenseNet from ``num_convs`` per dense block; global average pooling before the classifier.
 
     >>> DenseNet()(paddle.zeros([2, 1, 96, 96])).shape
@@ -31,10 +31,9 @@ class DenseNet(nn.Layer):
 
     def __init__(self, num_convs=NUM_CONVS_IN_DENSE_BLOCKS, growth_rate: int = GROWTH_RATE,
                  num_classes: int = 10, in_channels: int = 1, input_size: int = 96, name: str = "densenet"):
-        super().__init__()
+        super().__init__(name, MIN_SIZE)
         if input_size < MIN_SIZE:
             raise ValueError(f"{name} needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {input_size}")
-        self.name = name
         self.stem = resnet_stem(in_channels, STEM_CHANNELS)  # [N, 1, 96, 96] -> [N, 64, 24, 24]
         blocks, channels = [], STEM_CHANNELS
         for i, n in enumerate(num_convs):
@@ -52,12 +51,6 @@ class DenseNet(nn.Layer):
     def forward_features(self, x):
         return self.blocks(self.stem(x))
 
-    def forward_head(self, x):
-        return self.head(x)
-
-    def forward(self, x):
-        check_input(x, self.name, MIN_SIZE)
-        return self.forward_head(self.forward_features(x))  # [N, num_classes]
 
 
 @register(section="densenet", title=("Densely connected networks (DenseNet)", "稠密连接网络（DenseNet）"),

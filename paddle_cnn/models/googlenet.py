@@ -9,7 +9,7 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
-from ..blocks import Inception, check_input
+from ..blocks import Classifier, Inception
 from .registry import register
 
 # b1, b2: plain convolutions (out_channels, kernel, stride, padding), ReLU after each.
@@ -38,7 +38,7 @@ def _pool():
     return nn.MaxPool2D(3, stride=2, padding=1)
 
 
-class GoogLeNet(nn.Layer):
+class GoogLeNet(Classifier):
     """GoogLeNet; fully convolutional until global average pooling, so any input side works.
 
     >>> GoogLeNet()(paddle.zeros([2, 1, 96, 96])).shape
@@ -47,10 +47,9 @@ class GoogLeNet(nn.Layer):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 96,
                  name: str = "googlenet"):
-        super().__init__()
+        super().__init__(name, MIN_SIZE)
         if input_size < MIN_SIZE:
             raise ValueError(f"{name} needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {input_size}")
-        self.name = name
         stages, channels = [], in_channels
         for convs in STEM_ARCH:
             layers = []
@@ -69,15 +68,6 @@ class GoogLeNet(nn.Layer):
         self.head = nn.Sequential(nn.AdaptiveAvgPool2D(1), nn.Flatten(),  # -> [N, 1024]
                                   nn.Linear(channels, num_classes))  # -> [N, num_classes]
 
-    def forward_features(self, x):
-        return self.features(x)
-
-    def forward_head(self, x):
-        return self.head(x)
-
-    def forward(self, x):
-        check_input(x, self.name, MIN_SIZE)
-        return self.forward_head(self.forward_features(x))  # [N, num_classes]
 
 
 @register(section="googlenet", title=("Networks with parallel concatenations (GoogLeNet)", "含并行连结的网络（GoogLeNet）"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
-from ..blocks import check_input, out_size
+from ..blocks import Classifier, out_size
 from .registry import register
 
 # (out_channels, kernel, padding) of the two conv stages, each followed by a 2x2/2 pool.
@@ -17,7 +17,7 @@ FC_ARCH = (120, 84)
 MIN_SIZE = 12  # 12 -> 12 -> 6 -> 2 -> 1
 
 
-class LeNet(nn.Layer):
+class LeNet(Classifier):
     """LeNet-5 for ``input_size`` x ``input_size`` images (28 for Fashion-MNIST).
 
     >>> LeNet()(paddle.zeros([2, 1, 28, 28])).shape
@@ -26,27 +26,22 @@ class LeNet(nn.Layer):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 28,
                  activation: str = "sigmoid", pool: str = "avg", name: str = "lenet"):
-        super().__init__()
+        super().__init__(name, MIN_SIZE, input_size)
         if input_size < MIN_SIZE:
             raise ValueError(f"{name} needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {input_size}")
-        self.name, self.input_size = name, input_size
         act = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}[activation]
         pool_layer = {"avg": nn.AvgPool2D, "max": nn.MaxPool2D}[pool]
         layers, channels, side = [], in_channels, input_size
         for out_channels, kernel, padding in CONV_ARCH:
             layers += [nn.Conv2D(channels, out_channels, kernel, padding=padding), act(), pool_layer(2, 2)]
             channels, side = out_channels, out_size(out_size(side, kernel, 1, padding), 2, 2)
-        layers.append(nn.Flatten())
-        width = channels * side * side  # 16 * 5 * 5 = 400 at 28x28
+        self.features = nn.Sequential(*layers)  # [N, 1, 28, 28] -> [N, 16, 5, 5]
+        layers, width = [nn.Flatten()], channels * side * side  # 16 * 5 * 5 = 400 at 28x28
         for hidden in FC_ARCH:
             layers += [nn.Linear(width, hidden), act()]
             width = hidden
         layers.append(nn.Linear(width, num_classes))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x):
-        check_input(x, self.name, MIN_SIZE, self.input_size)
-        return self.net(x)  # [N, num_classes]
+        self.head = nn.Sequential(*layers)  # -> [N, num_classes]
 
 
 _LENET_PROFILES = dict(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
-from ..blocks import check_input, nin_block
+from ..blocks import Classifier, nin_block
 from .registry import register
 
 # (out_channels, kernel, stride, padding) of the NiN blocks, each followed by a 3x3/2 max-pool.
@@ -23,7 +23,7 @@ DROPOUT = 0.5
 MIN_SIZE = 67
 
 
-class NiN(nn.Layer):
+class NiN(Classifier):
     """NiN with ``num_1x1`` 1x1 convolutions per block (2 in the paper and the course).
 
     >>> NiN()(paddle.zeros([2, 1, 224, 224])).shape
@@ -32,11 +32,10 @@ class NiN(nn.Layer):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 224,
                  num_1x1: int = 2, name: str = "nin"):
-        super().__init__()
+        super().__init__(name, MIN_SIZE)
         # Fully convolutional: input_size is only checked, the layers do not depend on it.
         if input_size < MIN_SIZE:
             raise ValueError(f"{name} needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {input_size}")
-        self.name = name
         layers, channels = [], in_channels
         for out_channels, kernel, stride, padding in NIN_ARCH:
             layers += [nin_block(channels, out_channels, kernel, stride, padding, num_1x1),
@@ -46,15 +45,6 @@ class NiN(nn.Layer):
         self.features = nn.Sequential(*layers)  # [N, 1, 224, 224] -> [N, num_classes, 5, 5]
         self.head = nn.Sequential(nn.AdaptiveAvgPool2D(1), nn.Flatten())  # -> [N, num_classes]
 
-    def forward_features(self, x):
-        return self.features(x)
-
-    def forward_head(self, x):
-        return self.head(x)
-
-    def forward(self, x):
-        check_input(x, self.name, MIN_SIZE)
-        return self.forward_head(self.forward_features(x))  # [N, num_classes]
 
 
 _TITLE = ("Network in network (NiN)", "网络中的网络（NiN）")

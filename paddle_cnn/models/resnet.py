@@ -10,7 +10,7 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
-from ..blocks import Residual, check_input, resnet_stem
+from ..blocks import Classifier, Residual, resnet_stem
 from .registry import register
 
 STEM_CHANNELS = 64
@@ -20,7 +20,7 @@ RESNET18_ARCH = ((64, 2), (128, 2), (256, 2), (512, 2))
 MIN_SIZE = 1
 
 
-class ResNet(nn.Layer):
+class ResNet(Classifier):
     """ResNet from a table of stages; global average pooling makes any input side work.
 
     >>> ResNet()(paddle.zeros([2, 1, 96, 96])).shape
@@ -29,10 +29,9 @@ class ResNet(nn.Layer):
 
     def __init__(self, stage_arch=RESNET18_ARCH, num_classes: int = 10, in_channels: int = 1,
                  input_size: int = 96, name: str = "resnet"):
-        super().__init__()
+        super().__init__(name, MIN_SIZE)
         if input_size < MIN_SIZE:
             raise ValueError(f"{name} needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {input_size}")
-        self.name = name
         self.stem = resnet_stem(in_channels, STEM_CHANNELS)  # [N, 1, 96, 96] -> [N, 64, 24, 24]
         stages, channels = [], STEM_CHANNELS
         for i, (out_channels, num_residuals) in enumerate(stage_arch):
@@ -52,12 +51,6 @@ class ResNet(nn.Layer):
     def forward_features(self, x):
         return self.stages(self.stem(x))
 
-    def forward_head(self, x):
-        return self.head(x)
-
-    def forward(self, x):
-        check_input(x, self.name, MIN_SIZE)
-        return self.forward_head(self.forward_features(x))  # [N, num_classes]
 
 
 @register(section="resnet", title=("Residual networks (ResNet)", "残差网络（ResNet）"), min_size=MIN_SIZE,

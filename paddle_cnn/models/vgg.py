@@ -9,7 +9,7 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
-from ..blocks import check_input, mlp_head, vgg_block
+from ..blocks import Classifier, mlp_head, vgg_block
 from .registry import register
 
 # (num_convs, out_channels) per block: VGG-11 has 8 convolutions and 3 fully connected layers.
@@ -21,7 +21,7 @@ DROPOUT = 0.5
 MIN_SIZE = 32  # five 2x2/2 pools: 32 -> 16 -> 8 -> 4 -> 2 -> 1
 
 
-class VGG(nn.Layer):
+class VGG(Classifier):
     """VGG built from ``conv_arch`` for ``input_size`` x ``input_size`` images.
 
     >>> VGG(VGG11_ARCH)(paddle.zeros([2, 1, 224, 224])).shape
@@ -30,10 +30,9 @@ class VGG(nn.Layer):
 
     def __init__(self, conv_arch=VGG11_ARCH, num_classes: int = 10, in_channels: int = 1,
                  input_size: int = 224, name: str = "vgg"):
-        super().__init__()
+        super().__init__(name, MIN_SIZE, input_size)
         if input_size < MIN_SIZE:
             raise ValueError(f"{name} needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {input_size}")
-        self.name, self.input_size = name, input_size
         blocks, channels, side = [], in_channels, input_size
         for num_convs, out_channels in conv_arch:
             blocks.append(vgg_block(num_convs, channels, out_channels))
@@ -41,15 +40,6 @@ class VGG(nn.Layer):
         self.features = nn.Sequential(*blocks)  # [N, 1, 224, 224] -> [N, 512, 7, 7]
         self.head = mlp_head(channels * side * side, num_classes, FC_ARCH, DROPOUT)  # 25088 -> ... -> classes
 
-    def forward_features(self, x):
-        return self.features(x)
-
-    def forward_head(self, x):
-        return self.head(x)
-
-    def forward(self, x):
-        check_input(x, self.name, MIN_SIZE, self.input_size)
-        return self.forward_head(self.forward_features(x))  # [N, num_classes]
 
 
 _TITLE = ("Networks using blocks (VGG)", "使用块的网络（VGG）")
