@@ -32,6 +32,7 @@ ALL_FILES = tuple(f for pair in FILES.values() for f in pair)
 
 # The official files and their md5 sums, served by Paddle's dataset mirror
 # (the same URLs and sums as paddle.vision.datasets.FashionMNIST).
+# PADDLE_CNN_MIRROR=URL/ points the download at another copy of the same files.
 MIRROR = "https://dataset.bj.bcebos.com/fashion_mnist/"
 OFFICIAL_MD5 = {
     "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
@@ -152,19 +153,20 @@ def download(folder, timeout: float = 30.0) -> Path:
     matched, so a failed or corrupted download leaves nothing that looks valid.
     """
     folder = Path(folder)
+    mirror = os.environ.get("PADDLE_CNN_MIRROR", MIRROR)
     for name in ALL_FILES:
-        target = folder / name
+        target, url = folder / name, mirror + name
         if target.is_file() and _md5(target) == OFFICIAL_MD5[name]:
             continue
         try:
-            with urllib.request.urlopen(MIRROR + name, timeout=timeout) as response:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
                 blob = response.read()
         except OSError as e:  # URLError, timeouts, refused connections
-            raise DataError(f"download of {MIRROR + name} failed: {getattr(e, 'reason', e)}") from None
+            raise DataError(f"download of {url} failed: {getattr(e, 'reason', e)}") from None
         md5 = hashlib.md5(blob).hexdigest()
         if md5 != OFFICIAL_MD5[name]:
-            raise DataError(f"download of {MIRROR + name} has md5 {md5}, expected {OFFICIAL_MD5[name]}; "
-                            "the damaged download was deleted, try again later")
+            raise DataError(f"download of {url} has md5 {md5}, expected {OFFICIAL_MD5[name]}; "
+                            "the damaged download was deleted (nothing was saved), try again later")
         atomic.write_bytes(target, blob)
     return folder
 

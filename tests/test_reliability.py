@@ -117,6 +117,29 @@ def test_offline_without_files_lists_places(tmp_path):
     assert not list((tmp_path / "home").rglob("*ubyte*"))
 
 
+def test_download_with_wrong_md5_is_deleted(tmp_path):
+    """A mirror serving damaged files: one clear line, exit 2, nothing saved that looks valid."""
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "mirror"
+    make_fake_dataset(served)                       # valid IDX files, but not the official bytes
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {"PADDLE_CNN_DATA": str(tmp_path / "none"), "HOME": str(tmp_path / "home"), "no_proxy": "127.0.0.1",
+               "PADDLE_CNN_MIRROR": f"http://127.0.0.1:{server.server_address[1]}/"}
+        proc = run_cli("data", "check", env=env, cwd=tmp_path)
+    finally:
+        server.shutdown()
+    assert proc.returncode == 2, proc.stderr
+    assert "has md5" in proc.stderr and "deleted" in proc.stderr and "Traceback" not in proc.stderr
+    assert not [p for p in (tmp_path / "home").rglob("*") if p.is_file()]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--optimizer", "rmsprop"], "unknown optimizer 'rmsprop'; choose one of sgd, adam, adamw"),
     (["--device", "tpu"], "unknown device 'tpu'; choose one of auto, cpu, gpu"),
