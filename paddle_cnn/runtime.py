@@ -7,9 +7,17 @@ MKL and OpenMP start:
 * ``MKL_DEBUG_CPU_TYPE=5`` makes the MKL that ships with Paddle take its
   AVX2 code path on AMD processors instead of the generic one. On our 2-core
   AMD EPYC it lifts an fp32 matmul from 57 to 147 GFLOP/s (see benchmarks/).
-* ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` = physical cores, where the
-  machine has hyper-threads: they share the vector units and only add
-  contention in GEMM and convolution.
+* ``MKL_NUM_THREADS`` = physical cores. Paddle sets ``OMP_NUM_THREADS=1``
+  when it is unset, so by default its MKL (every convolution and matmul)
+  runs on one core; MKL_NUM_THREADS overrides that for MKL alone, without
+  Paddle's warning about OMP_NUM_THREADS. AlexNet@96 training on our 2 cores:
+  90 examples/sec on one thread, 116 on two (benchmarks/README.md).
+* ``KMP_BLOCKTIME=0``: idle MKL threads sleep at once instead of spinning for
+  200 ms, so a second busy process (or Paddle's own single-threaded ops
+  between GEMMs) does not fight a spinning thread for the core; it made the
+  two-thread speed steady (113-120 vs 106-134 examples/sec over 5 rounds).
+* ``OMP_NUM_THREADS`` = physical cores as well, where the machine has
+  hyper-threads: they share the vector units and only add contention.
 
 Nothing is overridden that the user already set. If Paddle was imported
 before ``paddle_cnn``, the tuning can no longer apply and we warn once.
@@ -89,10 +97,12 @@ def tune_cpu() -> dict:
         return TUNING
     threads = physical_cores()
     wanted = {}
+    if threads > 1:
+        # Paddle turns an unset OMP_NUM_THREADS into 1, which leaves MKL on one core.
+        wanted = {"MKL_NUM_THREADS": str(threads), "KMP_BLOCKTIME": "0"}
     if threads < (os.cpu_count() or threads):
-        # Only where hyper-threads exist: otherwise OpenMP's default is already
-        # right, and Paddle prints a warning whenever OMP_NUM_THREADS is not 1.
-        wanted = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        # Only where hyper-threads exist: Paddle prints a warning whenever OMP_NUM_THREADS is not 1.
+        wanted["OMP_NUM_THREADS"] = str(threads)
     if is_amd_cpu():
         wanted["MKL_DEBUG_CPU_TYPE"] = "5"
     applied, kept = {}, {}
@@ -174,7 +184,8 @@ def environment(device: str = "cpu") -> dict:
         "paddle": paddle.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu_tuning": {k: os.environ.get(k) for k in ("MKL_DEBUG_CPU_TYPE", "OMP_NUM_THREADS", "MKL_NUM_THREADS")},
+        "cpu_tuning": {k: os.environ.get(k) for k in ("MKL_DEBUG_CPU_TYPE", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                          "KMP_BLOCKTIME")},
         "tuning_applied_before_paddle": not TUNING.get("paddle_imported_first", True),
     }
     if device == "gpu":
