@@ -148,6 +148,18 @@ def get_device(device: str = "auto") -> str:
     return "gpu" if place.startswith("gpu") else "cpu"
 
 
+def set_cpu_threads(threads: int) -> None:
+    """Set the MKL threads of this process now (Paddle reads MKL_NUM_THREADS only at start-up).
+
+    Small networks lose from a second thread: LeNet at 28x28 trains at about
+    half the speed on two MKL threads as on one (measured 2026-11-25, our
+    2-core EPYC), while AlexNet at 96x96 gains 1.3x (benchmarks/README.md).
+    """
+    from paddle.base import core  # paddle.base exists from Paddle 2.6 on
+
+    core.set_num_threads(int(threads))
+
+
 def synchronize(device: str) -> None:
     """Wait for queued GPU work so a timer reads real time (no-op on the CPU).
 

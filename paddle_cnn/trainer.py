@@ -69,6 +69,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     amp: str = "auto"              # auto: bf16/fp16 autocast on a GPU, fp32 on the CPU; or "off"
     grad_clip: float = 0.0         # global-norm clip, 0 = off
+    cpu_threads: int = 0           # MKL threads on the CPU; 0 keeps runtime's default (all cores)
     model_args: dict = field(default_factory=dict)  # extra constructor arguments
     task_args: dict = field(default_factory=dict)   # scene tasks: canvas, items, ...
 
@@ -94,6 +95,8 @@ class TrainConfig:
         if self.resize < spec.min_size:
             raise ValueError(f"{self.model} needs inputs of at least {spec.min_size}x{spec.min_size} pixels; "
                              f"--resize {self.resize} is too small (use --resize {spec.min_size} or more)")
+        if not isinstance(self.cpu_threads, int) or self.cpu_threads < 0:
+            raise ValueError(f"cpu_threads must be a whole number >= 0 (0 = all cores), got {self.cpu_threads!r}")
         for name in ("momentum", "weight_decay", "label_smoothing", "warmup_epochs", "grad_clip"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
@@ -271,11 +274,14 @@ class Trainer:
         self.log = log or (lambda s: None)
         self.task = get_task(get_spec(cfg.model).task)
         self.device = runtime.get_device(cfg.device)
+        if self.device == "cpu" and cfg.cpu_threads:
+            runtime.set_cpu_threads(cfg.cpu_threads)
 
     # -- checkpoints --------------------------------------------------------------
     def _comparable(self, cfg_dict: dict) -> dict:
         # These may change between a run and its resumption without changing the run.
-        return {k: v for k, v in cfg_dict.items() if k not in ("epochs", "device", "eval_batch_size", "profile")}
+        return {k: v for k, v in cfg_dict.items()
+                if k not in ("epochs", "device", "eval_batch_size", "profile", "cpu_threads")}
 
     def checkpoint_path(self) -> Path:
         if self.out_dir is None:

@@ -47,10 +47,11 @@ class LeNet(Classifier):
 _LENET_PROFILES = dict(
     # d2l trains LeNet with lr 0.9 (sigmoid needs a large step), batch 256, 10 epochs.
     course=dict(resize=28, epochs=10, batch_size=256, lr=0.9, optimizer="sgd"),
-    # ~4,000 examples/sec at 28x28 on our 2-core CPU (2026-11-25): 20 epochs take ~5 minutes.
+    # ~4,700 examples/sec at 28x28 on one MKL thread of our 2-core CPU, 2,100 on two
+    # (2026-11-25; such small GEMMs lose from threading): 20 epochs take ~5 minutes.
     # Keeps the textbook setting but doubles the epochs, which sigmoid LeNet needs
     # to leave its early plateau.
-    cpu=dict(resize=28, epochs=20, batch_size=256, lr=0.9, optimizer="sgd"),
+    cpu=dict(resize=28, epochs=20, batch_size=256, lr=0.9, optimizer="sgd", cpu_threads=1),
     smoke=dict(resize=28, epochs=1, batch_size=128, lr=0.9, train_subset=1000, test_subset=500),
 )
 
@@ -73,7 +74,7 @@ def lenet(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> 
               # examples/sec (measured 2026-11-25, 2-core EPYC) take about 4 minutes.
               # Batch 64 (not 256) gives 4x the updates per epoch at the same speed.
               cpu=dict(resize=28, epochs=15, batch_size=64, lr=0.05, optimizer="sgd", momentum=0.9,
-                       schedule="cosine"),
+                       schedule="cosine", cpu_threads=1),
               smoke=dict(resize=28, epochs=1, batch_size=128, lr=0.1, momentum=0.9,
                          train_subset=1000, test_subset=500),
           ))
