@@ -270,6 +270,11 @@ def stratified_subset(labels: np.ndarray, size: Optional[int], seed: int = 0) ->
 AUGMENTS = ("none", "flip", "crop", "crop+flip")
 
 
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool = True) -> int:
+    """Batches in one epoch of ``n`` examples; a last partial batch is dropped unless it is the only one."""
+    return n // batch_size if drop_last and n >= batch_size else -(-n // batch_size)
+
+
 def _epoch_rng(seed: int, epoch: int, stream: int) -> np.random.RandomState:
     """One RNG per (seed, epoch, purpose): a resumed run replays exactly the same epoch."""
     return np.random.RandomState(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
@@ -313,8 +318,7 @@ class FashionMNIST:
         return int(self.test_y.shape[0])
 
     def steps_per_epoch(self, batch_size: int, drop_last: bool = True) -> int:
-        n = self.num_train
-        return n // batch_size if drop_last and n >= batch_size else -(-n // batch_size)
+        return steps_per_epoch(self.num_train, batch_size, drop_last)
 
     def prepare(self, x_uint8):
         """uint8 [N, 1, 28, 28] -> normalised float32 [N, 1, R, R], whole batch at once."""

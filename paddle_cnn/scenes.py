@@ -47,7 +47,7 @@ from typing import Callable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .data import MEAN, STD, FashionMNISTArrays, _epoch_rng, load_fashion_mnist
+from .data import MEAN, STD, FashionMNISTArrays, _epoch_rng, load_fashion_mnist, steps_per_epoch
 
 SPLITS = {"train": 0, "test": 1}
 NUM_SEG_CLASSES = 11  # background + the 10 Fashion-MNIST classes
@@ -287,8 +287,7 @@ class FashionScenes:
         return int(self.test_x.shape[0])
 
     def steps_per_epoch(self, batch_size: int, drop_last: bool = True) -> int:
-        n = self.num_train
-        return n // batch_size if drop_last and n >= batch_size else -(-n // batch_size)
+        return steps_per_epoch(self.num_train, batch_size, drop_last)
 
     @staticmethod
     def prepare(x_uint8):
