@@ -36,6 +36,18 @@ def test_unknown_contender_is_rejected():
     assert proc.returncode == 2 and "tensorflow" in proc.stderr
 
 
+def test_thread_ab_runs_single_and_dict_output_models():
+    """benchmarks/threads.py times both settings for a classifier and for DenseBox (dict output)."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.threads", "lenet", "densebox", "--steps", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line for line in proc.stdout.splitlines() if not line.startswith("#")]
+    assert [line.split(":")[0] for line in lines] == ["lenet", "densebox"]
+    for line in lines:
+        rates = [float(word) for word in line.replace(",", " ").split() if word.replace(".", "").isdigit()]
+        assert len(rates) == 4 and rates[0] == 1 and all(r > 0 for r in rates), line
+
+
 @pytest.mark.slow
 def test_tiny_benchmark_run_writes_json_and_table(tmp_path, data_dir):
     cmd = [sys.executable, "-m", "benchmarks.throughput", "--model", "lenet_relu", "--resize", "28",

@@ -134,9 +134,9 @@ _SMOKE = dict(resize=28, epochs=1, batch_size=128, lr=1.0, optimizer="sgd", trai
 @register(section="batchnorm", title=_TITLE, min_size=MIN_SIZE, profiles=dict(
     course=_COURSE,
     # measured 2026-11-25 on the 2-core AMD EPYC: 784 train / 5065 eval ex/s at 28px, batch 256
-    # (our BatchNorm is several small ops, 6x slower than Paddle's fused kernel): 12 epochs ~ 16 min.
+    # (our BatchNorm is several small ops, 6x slower than Paddle's fused kernel): 10 epochs ~ 13 min.
     # A cosine decay removes the epoch-to-epoch noise in test accuracy that lr 1.0 leaves in d2l's run.
-    cpu=dict(resize=28, epochs=12, batch_size=256, lr=1.0, optimizer="sgd", schedule="cosine", init="xavier",
+    cpu=dict(resize=28, epochs=10, batch_size=256, lr=1.0, optimizer="sgd", schedule="cosine", init="xavier",
              cpu_threads=1),
     smoke=_SMOKE,
 ))

@@ -253,9 +253,10 @@ def decode(out: dict, score_threshold: float = 0.05, nms_iou: float = 0.5, max_d
                           task_args=dict(num_train_scenes=20000, num_test_scenes=2000)),
               # 2026-11-25, our shared 2-core CPU: a training step runs at 82-170 scenes/s and 24k
               # scene-steps already gave AP50 0.91 (class acc 0.72); 20k scenes x 6 epochs is 12-20 min,
-              # the extra epochs mostly for the class head.
+              # the extra epochs mostly for the class head. One MKL thread: 172 vs 165 scenes/s
+              # on two (`python -m benchmarks.threads densebox`).
               cpu=dict(resize=64, epochs=6, batch_size=32, lr=3e-3, optimizer="adam", schedule="cosine",
-                       task_args=dict(num_train_scenes=20000, num_test_scenes=1000)),
+                       task_args=dict(num_train_scenes=20000, num_test_scenes=1000), cpu_threads=1),
               # Seconds: 256 scenes, one epoch.
               smoke=dict(resize=64, epochs=1, batch_size=16, lr=3e-3, optimizer="adam",
                          task_args=dict(num_train_scenes=256, num_test_scenes=64)),

@@ -60,8 +60,9 @@ class DenseNet(Classifier):
               # measured 2026-11-25 on the 2-core AMD EPYC: 281 train / 960 eval ex/s at 32px, batch
               # 128 (144 at 48px): 4 epochs of 60k ~ 14 min + 40k test ~ 1 min; 32 is just above
               # the minimum 29 and batch norm lets momentum SGD with a one-cycle schedule run fast.
+              # One MKL thread: 320 vs 173 ex/s on two (`python -m benchmarks.threads densenet`).
               cpu=dict(resize=32, epochs=4, batch_size=128, lr=0.1, optimizer="sgd", momentum=0.9,
-                       weight_decay=5e-4, schedule="onecycle", init="xavier"),
+                       weight_decay=5e-4, schedule="onecycle", init="xavier", cpu_threads=1),
               smoke=dict(resize=32, epochs=1, batch_size=64, lr=0.1, optimizer="sgd", momentum=0.9,
                          init="xavier", train_subset=512, test_subset=256),
           ))
