@@ -201,6 +201,20 @@ def test_resnet18_stage_shapes():
         [64, 48, 48], [64, 24, 24], [64, 24, 24], [128, 12, 12], [256, 6, 6], [512, 3, 3], [512]]
 
 
+def test_deeper_variants_train_through_model_args():
+    """ResNet-34 and DenseNet-121's block sizes reach the trainer through the registry's factories."""
+    from paddle_cnn.trainer import build_model, config_for
+
+    resnet34 = build_model(config_for("resnet18", "smoke", model_args={"stage_arch": [[64, 3], [128, 4], [256, 6],
+                                                                                      [512, 3]]}))
+    assert sum(isinstance(m, Residual) for m in resnet34.sublayers()) == 3 + 4 + 6 + 3
+    assert count_params(resnet34) > count_params(get_model("resnet18"))
+    dense121 = build_model(config_for("densenet", "smoke", model_args={"num_convs": [6, 12, 24, 16]}))
+    # 64 +6*32 = 256 -> 128, +12*32 = 512 -> 256, +24*32 = 1024 -> 512, +16*32 = 1024
+    assert dense121.num_features == 1024
+    assert list(dense121(paddle.zeros([2, 1, 32, 32])).shape) == [2, 10]
+
+
 def test_residual_needs_a_projection_to_change_shape():
     assert list(Residual(3, 6, use_1x1conv=True, stride=2)(paddle.randn([1, 3, 6, 6])).shape) == [1, 6, 3, 3]
     assert list(Residual(3, 3)(paddle.randn([1, 3, 6, 6])).shape) == [1, 3, 6, 6]

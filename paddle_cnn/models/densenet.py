@@ -66,10 +66,14 @@ class DenseNet(Classifier):
               smoke=dict(resize=32, epochs=1, batch_size=64, lr=0.1, optimizer="sgd", momentum=0.9,
                          init="xavier", train_subset=512, test_subset=256),
           ))
-def densenet(num_classes: int = 10, in_channels: int = 1, input_size: int = 96) -> DenseNet:
+def densenet(num_classes: int = 10, in_channels: int = 1, input_size: int = 96,
+             num_convs=NUM_CONVS_IN_DENSE_BLOCKS, growth_rate: int = GROWTH_RATE) -> DenseNet:
     """DenseNet as in the course (d2l's version: 4 dense blocks of 4 convs, growth rate 32).
+
+    ``num_convs`` and ``growth_rate`` train other versions through the same profile,
+    e.g. ``model_args={"num_convs": (6, 12, 24, 16)}`` (DenseNet-121's block sizes).
 
     >>> densenet()(paddle.zeros([1, 1, 96, 96])).shape
     [1, 10]
     """
-    return DenseNet(NUM_CONVS_IN_DENSE_BLOCKS, GROWTH_RATE, num_classes, in_channels, input_size)
+    return DenseNet(tuple(num_convs), growth_rate, num_classes, in_channels, input_size)

@@ -67,10 +67,14 @@ class ResNet(Classifier):
               smoke=dict(resize=28, epochs=1, batch_size=64, lr=0.05, optimizer="sgd", momentum=0.9,
                          init="xavier", train_subset=512, test_subset=256),
           ))
-def resnet18(num_classes: int = 10, in_channels: int = 1, input_size: int = 96) -> ResNet:
+def resnet18(num_classes: int = 10, in_channels: int = 1, input_size: int = 96,
+             stage_arch=RESNET18_ARCH) -> ResNet:
     """ResNet-18 as in the course (d2l's version, trained at 96x96).
+
+    ``stage_arch`` trains another depth through the same profile, e.g. ResNet-34 with
+    ``model_args={"stage_arch": ((64, 3), (128, 4), (256, 6), (512, 3))}``.
 
     >>> resnet18()(paddle.zeros([1, 1, 96, 96])).shape
     [1, 10]
     """
-    return ResNet(RESNET18_ARCH, num_classes, in_channels, input_size, name="resnet18")
+    return ResNet(tuple(map(tuple, stage_arch)), num_classes, in_channels, input_size, name="resnet18")
