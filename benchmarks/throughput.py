@@ -126,19 +126,21 @@ def architecture(model: str, resize: int) -> List[tuple]:
                      "choose one of lenet, lenet_relu, alexnet, resnet18 (or run only --contenders paddle_cnn)")
 
 
-def build_paddle(arch: List[tuple]):
-    """An ``nn.Sequential`` of Paddle layers from :func:`architecture` (d2l's Paddle code, as data)."""
-    from paddle import nn
-    import paddle.nn.functional as F
+def _build(arch: List[tuple], nn, F, base, suffix: str):
+    """``nn.Sequential`` from :func:`architecture` in either framework: Paddle names its 2-D layers
+    ``Conv2D``/``BatchNorm2D``/..., PyTorch ``Conv2d``/``BatchNorm2d``/...; ``suffix`` picks which."""
+    conv2d, batchnorm2d = getattr(nn, "Conv" + suffix), getattr(nn, "BatchNorm" + suffix)
+    maxpool2d, avgpool2d = getattr(nn, "MaxPool" + suffix), getattr(nn, "AvgPool" + suffix)
+    adaptive_avgpool2d = getattr(nn, "AdaptiveAvgPool" + suffix)
 
-    class Residual(nn.Layer):  # d2l 7.6, Paddle version
+    class Residual(base):  # d2l 7.6 (the same code in its Paddle and PyTorch editions)
         def __init__(self, input_channels, num_channels, use_1x1conv=False, strides=1):
             super().__init__()
-            self.conv1 = nn.Conv2D(input_channels, num_channels, kernel_size=3, padding=1, stride=strides)
-            self.conv2 = nn.Conv2D(num_channels, num_channels, kernel_size=3, padding=1)
-            self.conv3 = nn.Conv2D(input_channels, num_channels, kernel_size=1, stride=strides) if use_1x1conv else None
-            self.bn1 = nn.BatchNorm2D(num_channels)
-            self.bn2 = nn.BatchNorm2D(num_channels)
+            self.conv1 = conv2d(input_channels, num_channels, kernel_size=3, padding=1, stride=strides)
+            self.conv2 = conv2d(num_channels, num_channels, kernel_size=3, padding=1)
+            self.conv3 = conv2d(input_channels, num_channels, kernel_size=1, stride=strides) if use_1x1conv else None
+            self.bn1 = batchnorm2d(num_channels)
+            self.bn2 = batchnorm2d(num_channels)
 
         def forward(self, X):
             Y = F.relu(self.bn1(self.conv1(X)))
@@ -148,14 +150,22 @@ def build_paddle(arch: List[tuple]):
             return F.relu(Y + X)
 
     make = {
-        "conv": lambda i, o, k, s, p: nn.Conv2D(i, o, kernel_size=k, stride=s, padding=p),
+        "conv": lambda i, o, k, s, p: conv2d(i, o, kernel_size=k, stride=s, padding=p),
         "relu": nn.ReLU, "sigmoid": nn.Sigmoid,
-        "maxpool": lambda k, s, p: nn.MaxPool2D(kernel_size=k, stride=s, padding=p),
-        "avgpool": lambda k, s, p: nn.AvgPool2D(kernel_size=k, stride=s, padding=p),
-        "bn": nn.BatchNorm2D, "flatten": nn.Flatten, "linear": nn.Linear,
-        "dropout": lambda p: nn.Dropout(p=p), "residual": Residual, "gap": lambda: nn.AdaptiveAvgPool2D((1, 1)),
+        "maxpool": lambda k, s, p: maxpool2d(kernel_size=k, stride=s, padding=p),
+        "avgpool": lambda k, s, p: avgpool2d(kernel_size=k, stride=s, padding=p),
+        "bn": batchnorm2d, "flatten": nn.Flatten, "linear": nn.Linear,
+        "dropout": lambda p: nn.Dropout(p=p), "residual": Residual, "gap": lambda: adaptive_avgpool2d((1, 1)),
     }
     return nn.Sequential(*[make[kind](*args) for kind, *args in arch])
+
+
+def build_paddle(arch: List[tuple]):
+    """An ``nn.Sequential`` of Paddle layers from :func:`architecture` (d2l's Paddle code, as data)."""
+    from paddle import nn
+    import paddle.nn.functional as F
+
+    return _build(arch, nn, F, nn.Layer, "2D")
 
 
 def build_torch(arch: List[tuple]):
@@ -163,31 +173,7 @@ def build_torch(arch: List[tuple]):
     from torch import nn
     import torch.nn.functional as F
 
-    class Residual(nn.Module):  # d2l 7.6, PyTorch version
-        def __init__(self, input_channels, num_channels, use_1x1conv=False, strides=1):
-            super().__init__()
-            self.conv1 = nn.Conv2d(input_channels, num_channels, kernel_size=3, padding=1, stride=strides)
-            self.conv2 = nn.Conv2d(num_channels, num_channels, kernel_size=3, padding=1)
-            self.conv3 = nn.Conv2d(input_channels, num_channels, kernel_size=1, stride=strides) if use_1x1conv else None
-            self.bn1 = nn.BatchNorm2d(num_channels)
-            self.bn2 = nn.BatchNorm2d(num_channels)
-
-        def forward(self, X):
-            Y = F.relu(self.bn1(self.conv1(X)))
-            Y = self.bn2(self.conv2(Y))
-            if self.conv3 is not None:
-                X = self.conv3(X)
-            return F.relu(Y + X)
-
-    make = {
-        "conv": lambda i, o, k, s, p: nn.Conv2d(i, o, kernel_size=k, stride=s, padding=p),
-        "relu": nn.ReLU, "sigmoid": nn.Sigmoid,
-        "maxpool": lambda k, s, p: nn.MaxPool2d(kernel_size=k, stride=s, padding=p),
-        "avgpool": lambda k, s, p: nn.AvgPool2d(kernel_size=k, stride=s, padding=p),
-        "bn": nn.BatchNorm2d, "flatten": nn.Flatten, "linear": nn.Linear,
-        "dropout": lambda p: nn.Dropout(p=p), "residual": Residual, "gap": lambda: nn.AdaptiveAvgPool2d((1, 1)),
-    }
-    return nn.Sequential(*[make[kind](*args) for kind, *args in arch])
+    return _build(arch, nn, F, nn.Module, "2d")
 
 
 # --------------------------------------------------------------------------- helpers shared by the workers
