@@ -1,0 +1,204 @@
+"""Optional CPU accelerator: ``nn.Conv2D`` through oneDNN (issue #15).
+
+Paddle's eager CPU convolution is im2col + one GEMM per example with a
+separate bias add; the oneDNN library that Paddle already ships runs the
+whole batch in one primitive with the bias fused. This package builds a
+small Paddle custom operator around it (conv_onednn.cc, compiled on first
+use and cached per Paddle version) and routes a model's convolutions through
+it without touching the model's parameters or state dict::
+
+    from paddle_cnn import accel
+    status = accel.apply(model, mode="auto")   # {"enabled", "reason", "onednn_version", "layers"}
+    accel.remove(model)                         # back to Paddle's conv
+
+``auto`` uses the operator on a CPU-only Paddle build once it has built and
+passed a numerical self-check against ``F.conv2d``; otherwise it logs one
+line saying why Paddle's conv stays, and never raises. ``on`` raises a
+RuntimeError when the operator cannot be used; ``off`` does nothing.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .build import Unavailable, load_library
+from .conv import conv2d, current_threads, is_routed, layer_supported, route, unroute
+
+MODES = ("auto", "on", "off")
+SELF_CHECK_RTOL = 1e-4
+
+__all__ = ["MODES", "apply", "available", "remove", "conv2d", "current_threads", "onednn_version"]
+
+_CHECKED: tuple | None = None  # available()'s answer, once the operator was tried
+
+
+def _why_not_here() -> str | None:
+    """What rules the operator out before any build: platform, GPU builds, device."""
+    import paddle
+
+    if not sys.platform.startswith("linux"):
+        return f"the oneDNN operator is built on Linux only (this is {sys.platform})"
+    if paddle.is_compiled_with_cuda() or paddle.is_compiled_with_rocm():
+        return "this is a GPU build of Paddle; the oneDNN accelerator serves CPU-only builds"
+    device = paddle.get_device()
+    if not device.startswith("cpu"):
+        return f"the current device is {device}, not the CPU"
+    return None
+
+
+def onednn_version() -> str | None:
+    """The version of the oneDNN the operator runs on ("3.6.2"), or None if it is not loaded."""
+    from . import build
+
+    if build._LIBRARY is None:
+        return None
+    major, minor, patch, _ = build._LIBRARY.dnnl_version()
+    return f"{major}.{minor}.{patch}"
+
+
+def _relative_error(value, reference) -> float:
+    import numpy as np
+
+    a, r = np.asarray(value.numpy(), dtype=np.float64), np.asarray(reference.numpy(), dtype=np.float64)
+    return float(np.abs(a - r).max() / max(np.abs(r).max(), 1e-12))
+
+
+def _self_check(library) -> None:
+    """Compare the operator with F.conv2d (values and all gradients); raise Unavailable on a mismatch."""
+    import numpy as np
+    import paddle
+    import paddle.nn.functional as F
+
+    from .build import DNNL_RUNTIME_OMP, paddle_libs_dir
+
+    major, minor, patch, runtime = library.dnnl_version()
+    if major != 3:
+        raise Unavailable(f"Paddle's oneDNN is {major}.{minor}.{patch}; the operator needs v3")
+    if runtime != library.compiled_cpu_runtime() or runtime != DNNL_RUNTIME_OMP:
+        raise Unavailable(f"Paddle's oneDNN uses CPU runtime {runtime}, the operator was compiled for "
+                          f"{library.compiled_cpu_runtime()} (OpenMP is {DNNL_RUNTIME_OMP})")
+    bound = Path(library.dnnl_library_path())
+    expected = paddle_libs_dir() / "libdnnl.so.3"
+    if not (bound.exists() and bound.resolve().samefile(expected)):
+        raise Unavailable(f"the operator bound {bound} instead of Paddle's {expected}")
+    rng = np.random.default_rng(0)  # numpy, so Paddle's own random stream is left alone
+    cases = [  # x shape, weight shape, bias, stride, padding, dilation
+        ((2, 3, 11, 13), (4, 3, 3, 3), True, (2, 1), [1, 0, 2, 1], (1, 1)),
+        ((1, 5, 9, 8), (6, 5, 3, 3), False, (1, 1), [2, 2, 2, 2], (2, 2)),
+        ((3, 2, 7, 7), (5, 2, 1, 1), True, (1, 1), [0, 0, 0, 0], (1, 1)),
+    ]
+    for x_shape, w_shape, with_bias, stride, padding, dilation in cases:
+        tensors = [rng.standard_normal(x_shape), rng.standard_normal(w_shape)]
+        if with_bias:
+            tensors.append(rng.standard_normal(w_shape[0]))
+        errors = {}
+        results = []
+        for use_op in (True, False):
+            x, w, *b = [paddle.to_tensor(t.astype("float32"), stop_gradient=False) for t in tensors]
+            bias = b[0] if b else None
+            if use_op:
+                y = conv2d(x, w, bias, stride, padding, dilation)
+            else:
+                y = F.conv2d(x, w, bias, stride=list(stride), padding=padding, dilation=list(dilation))
+            upstream = paddle.to_tensor(np.cos(np.arange(int(np.prod(y.shape)))).reshape(y.shape).astype("float32"))
+            grads = paddle.grad([y], [x, w] + b, [upstream])
+            results.append([y, *grads])
+        for name, mine, ref in zip(("out", "dx", "dw", "db"), results[0], results[1]):
+            errors[name] = _relative_error(mine, ref)
+        worst = max(errors, key=errors.get)
+        if not errors[worst] <= SELF_CHECK_RTOL:
+            raise Unavailable(f"self-check failed: {worst} differs from F.conv2d by {errors[worst]:.2e} "
+                              f"(relative) at x{list(x_shape)}, w{list(w_shape)}")
+
+
+def available() -> tuple:
+    """(True, description) if the operator can be used here, else (False, why not).
+
+    Builds (or loads the cached build of) the operator if needed and runs a
+    numerical self-check against ``F.conv2d``, once per process. Never builds
+    on GPU builds of Paddle. Never raises.
+    """
+    global _CHECKED
+    try:
+        reason = _why_not_here()
+    except Exception as e:
+        return False, f"cannot inspect this Paddle build: {type(e).__name__}: {e}"
+    if reason is not None:
+        return False, reason
+    if _CHECKED is None:
+        try:
+            _self_check(load_library())
+        except Unavailable as e:
+            _CHECKED = (False, str(e))
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            _CHECKED = (False, f"self-check raised {type(e).__name__}: {first}")
+        else:
+            _CHECKED = (True, f"oneDNN {onednn_version()} operator built and self-checked")
+    return _CHECKED
+
+
+def apply(model, mode: str = "auto", threads: int | None = None, log=print) -> dict:
+    """Route ``model``'s Conv2D layers (groups 1, NCHW, float32) through oneDNN.
+
+    Parameters, their names, the structure and the state dict are unchanged:
+    only each routed layer's ``forward`` is replaced, so checkpoints load in
+    both directions. ``threads=None`` follows Paddle's MKL thread count
+    (``paddle.base.core.set_num_threads``) at every call. ``log`` receives one
+    line (None: silent).
+
+    Returns ``{"enabled": bool, "reason": str, "onednn_version": str | None,
+    "layers": int}``. ``mode="on"`` raises RuntimeError where the operator
+    cannot be used; ``"auto"`` then reports why and leaves Paddle's conv.
+    """
+    from paddle import nn
+
+    if mode not in MODES:
+        raise ValueError(f"accel mode must be one of {', '.join(MODES)}; got {mode!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    if not isinstance(model, nn.Layer):
+        raise TypeError(f"accel.apply expects a paddle.nn.Layer, got {type(model).__name__}")
+    status = {"enabled": False, "reason": "", "onednn_version": None, "layers": 0}
+    if mode == "off":
+        status["reason"] = "accel=off: Paddle's own convolution"
+        return status
+    ok, reason = available()
+    if not ok:
+        if mode == "on":
+            raise RuntimeError(f"accel=on, but the oneDNN convolution cannot be used: {reason}")
+        status["reason"] = reason
+        _log(log, f"accel: using Paddle's convolution ({reason})")
+        return status
+    routed, skipped = 0, {}
+    for layer in model.sublayers(include_self=True):
+        why = layer_supported(layer)
+        if why is None:
+            route(layer, threads)
+            routed += 1
+        elif why != "not a Conv2D":
+            skipped[why] = skipped.get(why, 0) + 1
+    version = onednn_version()
+    left = "".join(f"; {n} left on Paddle's conv ({why})" for why, n in skipped.items())
+    if routed:
+        reason = f"{routed} Conv2D layers through oneDNN {version}{left}"
+    else:
+        reason = f"no Conv2D layer the operator covers (float32, NCHW, groups 1){left}"
+    status.update(enabled=routed > 0, reason=reason, onednn_version=version, layers=routed)
+    how_many = f"{threads} threads" if threads else f"{current_threads()} threads, following MKL"
+    _log(log, f"accel: {reason} ({how_many})" if routed else f"accel: using Paddle's convolution ({reason})")
+    return status
+
+
+def remove(model) -> int:
+    """Undo :func:`apply`: every routed layer gets Paddle's forward back. Returns how many."""
+    from paddle import nn
+
+    if not isinstance(model, nn.Layer):
+        raise TypeError(f"accel.remove expects a paddle.nn.Layer, got {type(model).__name__}")
+    return sum(unroute(layer) for layer in model.sublayers(include_self=True))
+
+
+def _log(log, line: str) -> None:
+    if log is not None:
+        log(line)

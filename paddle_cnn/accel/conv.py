@@ -1,0 +1,191 @@
+"""Convolution through the oneDNN operator: a functional ``conv2d`` and the
+per-layer routing that :func:`paddle_cnn.accel.apply` installs.
+
+Routing replaces the ``forward`` of each chosen ``nn.Conv2D`` *instance*;
+the class, the parameters, their names and the state dict stay as they are,
+so checkpoints move freely between accelerated and plain models. Inputs the
+operator does not cover (not float32, not on the CPU, empty) go to Paddle's
+own forward at call time.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from typing import Sequence
+
+import paddle
+import paddle.nn.functional as F
+from paddle import nn
+
+from .build import Library, load_library
+
+_MKL = None  # ctypes handle of the MKL Paddle loaded, once it is loaded
+
+
+def current_threads() -> int:
+    """The thread count Paddle's MKL runs with now (``core.set_num_threads`` sets it).
+
+    Paddle loads MKL on its first matmul; before that, MKL will start from
+    ``MKL_NUM_THREADS`` (set by paddle_cnn.runtime), so that is the answer.
+    """
+    global _MKL
+    if _MKL is None:
+        try:
+            _MKL = ctypes.CDLL("libmklml_intel.so", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+        except OSError:
+            _MKL = None
+    if _MKL is not None:
+        return max(1, int(_MKL.MKL_Get_Max_Threads()))
+    for key in ("MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(key, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    from ..runtime import physical_cores
+
+    return physical_cores()
+
+
+def _pair(value, name: str) -> list:
+    if isinstance(value, int):
+        return [value, value]
+    value = list(value)
+    if len(value) == 1:
+        return value * 2
+    if len(value) != 2 or not all(isinstance(v, int) for v in value):
+        raise ValueError(f"{name} must be an int or two ints, got {value!r}")
+    return value
+
+
+def explicit_padding(padding, in_hw: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
+                     dilation: Sequence[int]) -> tuple:
+    """Paddle's padding forms as ([top, bottom, left, right], dilation).
+
+    Accepts what ``F.conv2d`` accepts for NCHW: an int, [ph, pw],
+    [top, bottom, left, right], [[0, 0], [0, 0], [t, b], [l, r]], "VALID" and
+    "SAME". "SAME" follows Paddle's rule: output = ceil(input / stride), the
+    extra pixel at the bottom/right, and dilation treated as 1.
+    """
+    if isinstance(padding, str):
+        mode = padding.upper()
+        if mode == "VALID":
+            return [0, 0, 0, 0], list(dilation)
+        if mode != "SAME":
+            raise ValueError(f"unknown padding {padding!r}; use 'SAME', 'VALID' or numbers")
+        pads = []
+        for size, k, s in zip(in_hw, kernel, stride):
+            out = (size + s - 1) // s
+            total = max((out - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        return pads, [1, 1]
+    if isinstance(padding, int):
+        pads = [padding] * 4
+    else:
+        padding = list(padding)
+        if len(padding) == 4 and all(isinstance(p, (list, tuple)) for p in padding):
+            if any(p != 0 for pair in padding[:2] for p in pair):
+                raise ValueError(f"non-zero padding in the batch or channel dimension: {padding!r}")
+            pads = [*padding[2], *padding[3]]
+        elif len(padding) == 4:
+            pads = padding
+        elif len(padding) == 2:
+            pads = [padding[0], padding[0], padding[1], padding[1]]
+        else:
+            raise ValueError(f"padding must have 1, 2 or 4 values, got {padding!r}")
+    pads = [int(p) for p in pads]
+    if min(pads) < 0:
+        raise ValueError(f"padding must be >= 0, got {pads}")
+    return pads, list(dilation)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, threads: int | None = None):
+    """``F.conv2d`` for float32 NCHW CPU tensors with groups 1, through oneDNN.
+
+    Same values and gradients as ``paddle.nn.functional.conv2d`` (to float32
+    rounding). ``threads=None`` follows Paddle's current MKL thread count.
+    Backward-data is skipped when ``x.stop_gradient`` (a network's input).
+
+    Example::
+
+        y = conv2d(paddle.randn([8, 3, 32, 32]), paddle.randn([16, 3, 3, 3]), padding=1)
+        y.shape  # [8, 16, 32, 32]
+    """
+    if x.ndim != 4 or weight.ndim != 4:
+        raise ValueError(f"conv2d expects a 4-D NCHW input and 4-D weight, got {x.ndim}-D and {weight.ndim}-D")
+    if x.shape[1] != weight.shape[1]:
+        raise ValueError(f"weight expects {weight.shape[1]} input channels, the input has {x.shape[1]} "
+                         "(groups must be 1 here)")
+    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    pads, dilation = explicit_padding(padding, x.shape[2:], weight.shape[2:], stride, dilation)
+    return _run(load_library(), x, weight, bias, stride, pads, dilation, threads)
+
+
+def _run(library: Library, x, weight, bias, stride, pads, dilation, threads):
+    if hasattr(x, "is_contiguous") and not x.is_contiguous():
+        x = x.contiguous()
+    n_threads = current_threads() if threads is None else int(threads)
+    need_dx = not x.stop_gradient
+    if bias is None:
+        return library.ops.pcnn_conv2d(x, weight, stride, pads, dilation, n_threads, need_dx)
+    return library.ops.pcnn_conv2d_bias(x, weight, bias, stride, pads, dilation, n_threads, need_dx)
+
+
+# ------------------------------------------------------------ layer routing
+
+def layer_supported(layer: nn.Layer) -> str | None:
+    """None if ``layer`` can be routed, else why not (a short phrase)."""
+    if not isinstance(layer, nn.Conv2D):
+        return "not a Conv2D"
+    if type(layer).forward is not nn.Conv2D.forward:
+        return "a Conv2D subclass with its own forward"
+    if layer._groups != 1:
+        return f"groups={layer._groups}"
+    if layer._data_format != "NCHW":
+        return f"data_format={layer._data_format}"
+    if layer.weight.dtype != paddle.float32:
+        return f"weight dtype {layer.weight.dtype}"
+    if getattr(layer, "_padding_algorithm", None) not in ("EXPLICIT", "SAME", "VALID"):
+        return "unrecognised padding"
+    return None
+
+
+def _routed_forward(self, x):
+    """Conv2D.forward through oneDNN (installed on an instance by route())."""
+    route = self.__dict__["_pcnn_accel_route"]
+    if x.dtype != paddle.float32 or x.ndim != 4 or not x.place.is_cpu_place() or x.shape[0] == 0:
+        return type(self).forward(self, x)
+    if self._padding_mode != "zeros":
+        x = F.pad(x, self._reversed_padding_repeated_twice, mode=self._padding_mode,
+                  data_format=self._data_format)
+    pads, dilation = route["pads"], self._dilation
+    if pads is None:  # "SAME" / "VALID": depends on the input size
+        pads, dilation = explicit_padding(self._padding_algorithm, x.shape[2:], self._kernel_size,
+                                          self._stride, self._dilation)
+    return _run(load_library(), x, self.weight, self.bias, self._stride, pads, dilation, route["threads"])
+
+
+def route(layer: nn.Layer, threads: int | None) -> None:
+    """Send ``layer``'s forward through the operator (layer_supported() must be None).
+
+    Only plain data goes on the layer (the thread setting and the padding),
+    so deep copies of a routed model work and stay routed.
+    """
+    pads = None
+    if layer._padding_algorithm == "EXPLICIT":
+        pads, _ = explicit_padding(layer._updated_padding, (0, 0), layer._kernel_size, layer._stride,
+                                   layer._dilation)
+    # object.__setattr__: plain attributes, invisible to parameters() and state_dict().
+    object.__setattr__(layer, "_pcnn_accel_route", {"threads": threads, "pads": pads})
+    object.__setattr__(layer, "forward", _routed_forward.__get__(layer, type(layer)))
+
+
+def unroute(layer: nn.Layer) -> bool:
+    """Give ``layer`` back Paddle's forward; True if it was routed."""
+    if "_pcnn_accel_route" not in layer.__dict__:
+        return False
+    del layer.__dict__["_pcnn_accel_route"]
+    layer.__dict__.pop("forward", None)
+    return True
+
+
+def is_routed(layer: nn.Layer) -> bool:
+    return "_pcnn_accel_route" in layer.__dict__

@@ -1,0 +1,766 @@
+// 2-D convolution on the CPU with oneDNN, as a Paddle custom operator.
+//
+// Why: Paddle's eager CPU conv2d is im2col + one GEMM per example, with the
+// bias added by a separate op; oneDNN runs the whole batch in one primitive
+// with the bias fused into the forward pass and into backward-weights.
+//
+// Built just in time by paddle_cnn/accel/build.py and linked against the
+// oneDNN that Paddle itself loads (paddle/libs/libdnnl.so.3), so the process
+// holds a single oneDNN. Only long-standing oneDNN v3 API is used: the same
+// source builds against Paddle 2.6 (oneDNN 3.2) and Paddle 3.x (oneDNN 3.6).
+//
+// Scope: float32, NCHW, groups 1, explicit (possibly asymmetric) padding,
+// strides and dilations. Anything else stays on Paddle's conv (decided in
+// Python, paddle_cnn/accel/conv.py).
+//
+// Layouts: the primitives choose their own blocked layouts (format `any`);
+// plain Paddle tensors are reordered into reusable workspace buffers and
+// results are reordered back. Forcing NCHW on the primitives made AlexNet's
+// first layer ~20x slower.
+
+#include <dlfcn.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "paddle/extension.h"
+
+namespace {
+
+using dnnl::memory;
+using Tag = memory::format_tag;
+
+// ---------------------------------------------------------------- geometry
+
+int64_t output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_lo,
+                    int64_t pad_hi, int64_t dilation) {
+  const int64_t extent = (kernel - 1) * dilation + 1;
+  return (in + pad_lo + pad_hi - extent) / stride + 1;
+}
+
+// Everything a primitive depends on; its text form is the cache key.
+struct Geometry {
+  int64_t n, c, h, w;      // input  [n, c, h, w]
+  int64_t o, kh, kw;       // weight [o, c, kh, kw]
+  int64_t oh, ow;          // output [n, o, oh, ow]
+  int64_t sh, sw;          // strides
+  int64_t dh, dw;          // dilations as Paddle counts them (1 = dense)
+  int64_t pt, pb, pl, pr;  // padding top, bottom, left, right
+  bool bias;
+  int threads;
+
+  std::string key() const {
+    std::ostringstream s;
+    s << n << ',' << c << ',' << h << ',' << w << '|' << o << ',' << kh << ','
+      << kw << '|' << sh << ',' << sw << '|' << dh << ',' << dw << '|' << pt
+      << ',' << pb << ',' << pl << ',' << pr << '|' << bias << '|' << threads;
+    return s.str();
+  }
+
+  memory::desc src(Tag tag) const {
+    return memory::desc({n, c, h, w}, memory::data_type::f32, tag);
+  }
+  memory::desc weights(Tag tag) const {
+    return memory::desc({o, c, kh, kw}, memory::data_type::f32, tag);
+  }
+  memory::desc dst(Tag tag) const {
+    return memory::desc({n, o, oh, ow}, memory::data_type::f32, tag);
+  }
+  memory::desc bias_desc() const {
+    return memory::desc({o}, memory::data_type::f32, Tag::x);
+  }
+  memory::dims strides() const { return {sh, sw}; }
+  memory::dims dilates() const { return {dh - 1, dw - 1}; }  // oneDNN: 0 = dense
+  memory::dims pad_l() const { return {pt, pl}; }
+  memory::dims pad_r() const { return {pb, pr}; }
+};
+
+void check_tensor(const paddle::Tensor& t, const char* name) {
+  PD_CHECK(t.is_cpu(), "oneDNN conv2d: ", name, " must be a CPU tensor");
+  PD_CHECK(t.dtype() == paddle::DataType::FLOAT32, "oneDNN conv2d: ", name,
+           " must be float32");
+}
+
+Geometry make_geometry(const paddle::Tensor& x, const paddle::Tensor& w,
+                       bool bias, const std::vector<int>& strides,
+                       const std::vector<int>& paddings,
+                       const std::vector<int>& dilations, int threads) {
+  check_tensor(x, "x");
+  check_tensor(w, "weight");
+  const auto xs = x.shape();
+  const auto ws = w.shape();
+  PD_CHECK(xs.size() == 4, "oneDNN conv2d: x must be 4-D NCHW, got ", xs.size(),
+           "-D");
+  PD_CHECK(ws.size() == 4, "oneDNN conv2d: weight must be 4-D, got ",
+           ws.size(), "-D");
+  PD_CHECK(ws[1] == xs[1], "oneDNN conv2d: weight expects ", ws[1],
+           " input channels, x has ", xs[1], " (groups must be 1)");
+  PD_CHECK(strides.size() == 2 && dilations.size() == 2 && paddings.size() == 4,
+           "oneDNN conv2d: strides and dilations take 2 values, paddings 4");
+  PD_CHECK(strides[0] > 0 && strides[1] > 0 && dilations[0] > 0 &&
+               dilations[1] > 0,
+           "oneDNN conv2d: strides and dilations must be positive");
+  for (int p : paddings) {
+    PD_CHECK(p >= 0, "oneDNN conv2d: paddings must be >= 0");
+  }
+  Geometry g{};
+  g.n = xs[0], g.c = xs[1], g.h = xs[2], g.w = xs[3];
+  g.o = ws[0], g.kh = ws[2], g.kw = ws[3];
+  g.sh = strides[0], g.sw = strides[1];
+  g.dh = dilations[0], g.dw = dilations[1];
+  g.pt = paddings[0], g.pb = paddings[1], g.pl = paddings[2], g.pr = paddings[3];
+  g.oh = output_size(g.h, g.kh, g.sh, g.pt, g.pb, g.dh);
+  g.ow = output_size(g.w, g.kw, g.sw, g.pl, g.pr, g.dw);
+  PD_CHECK(g.n > 0 && g.c > 0 && g.o > 0, "oneDNN conv2d: empty tensor");
+  PD_CHECK(g.oh > 0 && g.ow > 0, "oneDNN conv2d: the kernel (", g.kh, "x",
+           g.kw, ") does not fit the padded input (", g.h, "x", g.w, ")");
+  g.bias = bias;
+  g.threads = threads;
+  return g;
+}
+
+// Paddle 3.x tensors may be strided views; Paddle 2.6 has no such notion.
+template <typename T>
+auto dense(const T& t, int) -> decltype(t.is_contiguous(), T()) {
+  return t.is_contiguous() ? t : t.contiguous();
+}
+template <typename T>
+T dense(const T& t, long) {  // NOLINT(runtime/int): overload rank only
+  return t;
+}
+paddle::Tensor dense(const paddle::Tensor& t) { return dense(t, 0); }
+
+// ----------------------------------------------------------------- threads
+
+// oneDNN (OpenMP runtime) runs as many threads as the calling thread's
+// OpenMP setting; Paddle leaves it at 1 and steers MKL separately. For the
+// duration of one call we set it to the count Python asks for, in every
+// OpenMP runtime already loaded (Paddle loads Intel's and GNU's), and then
+// put the previous values back so that other ops see no change.
+struct OmpRuntime {
+  void (*set)(int);
+  int (*get)();
+};
+
+const std::vector<OmpRuntime>& omp_runtimes() {
+  static const std::vector<OmpRuntime> runtimes = [] {
+    std::vector<OmpRuntime> found;
+    for (const char* name : {"libiomp5.so", "libgomp.so.1", "libomp.so"}) {
+      void* handle = dlopen(name, RTLD_LAZY | RTLD_NOLOAD);
+      if (handle == nullptr) continue;
+      auto set = reinterpret_cast<void (*)(int)>(
+          dlsym(handle, "omp_set_num_threads"));
+      auto get =
+          reinterpret_cast<int (*)()>(dlsym(handle, "omp_get_max_threads"));
+      if (set != nullptr && get != nullptr) found.push_back({set, get});
+    }
+    return found;
+  }();
+  return runtimes;
+}
+
+class ThreadScope {
+ public:
+  explicit ThreadScope(int threads) {
+    if (threads <= 0) return;
+    for (const auto& rt : omp_runtimes()) {
+      const int before = rt.get();
+      if (before != threads) {
+        rt.set(threads);
+        saved_.emplace_back(rt.set, before);
+      }
+    }
+  }
+  ~ThreadScope() {
+    for (const auto& s : saved_) s.first(s.second);
+  }
+  ThreadScope(const ThreadScope&) = delete;
+  ThreadScope& operator=(const ThreadScope&) = delete;
+
+ private:
+  std::vector<std::pair<void (*)(int), int>> saved_;
+};
+
+// ------------------------------------------------------- engine, workspace
+
+dnnl::engine& engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+dnnl::stream& stream() {
+  static dnnl::stream s(engine());
+  return s;
+}
+
+// Reusable buffers for blocked copies and scratchpads. Convolutions run one
+// at a time (under the state mutex), so one buffer per role suffices; the
+// buffers grow to the largest layer and are then reused, which spares the
+// page faults of freshly allocated memory on every step.
+enum Slot {
+  kSrc,
+  kWeights,
+  kDst,
+  kDiffDst,
+  kDiffDstWeights,
+  kDiffSrc,
+  kDiffWeights,
+  kScratch,
+  kSlotCount
+};
+
+class Workspace {
+ public:
+  ~Workspace() { release(); }
+  void* get(Slot slot, size_t bytes) {
+    Buffer& b = buffers_[slot];
+    if (b.size < bytes) {
+      std::free(b.ptr);
+      b.ptr = nullptr;
+      b.size = 0;
+      const size_t rounded = (bytes + 63) / 64 * 64;
+      b.ptr = std::aligned_alloc(64, rounded);
+      PD_CHECK(b.ptr != nullptr, "oneDNN conv2d: out of memory (", rounded,
+               " bytes of workspace)");
+      b.size = rounded;
+    }
+    return b.ptr;
+  }
+  size_t bytes() const {
+    size_t total = 0;
+    for (const auto& b : buffers_) total += b.size;
+    return total;
+  }
+  void release() {
+    for (auto& b : buffers_) {
+      std::free(b.ptr);
+      b = Buffer();
+    }
+  }
+
+ private:
+  struct Buffer {
+    void* ptr = nullptr;
+    size_t size = 0;
+  };
+  Buffer buffers_[kSlotCount];
+};
+
+// ------------------------------------------------------------------- plans
+
+// A copy between a plain tensor and a primitive's layout, or nothing when
+// the primitive already works on the plain layout.
+struct Reorder {
+  memory::desc from, to;
+  bool needed = false;
+  dnnl::reorder prim;
+};
+
+Reorder make_reorder(const memory::desc& from, const memory::desc& to) {
+  Reorder r;
+  r.from = from;
+  r.to = to;
+  r.needed = from != to;
+  if (r.needed) {
+    r.prim = dnnl::reorder(
+        dnnl::reorder::primitive_desc(engine(), from, engine(), to));
+  }
+  return r;
+}
+
+dnnl::primitive_attr user_scratchpad() {
+  // The scratchpad comes from our workspace, so cached primitives hold none.
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+dnnl::convolution_forward::primitive_desc forward_desc(const Geometry& g) {
+  const auto any = Tag::any;
+  if (g.bias) {
+    return dnnl::convolution_forward::primitive_desc(
+        engine(), dnnl::prop_kind::forward_training,
+        dnnl::algorithm::convolution_direct, g.src(any), g.weights(any),
+        g.bias_desc(), g.dst(any), g.strides(), g.dilates(), g.pad_l(),
+        g.pad_r(), user_scratchpad());
+  }
+  return dnnl::convolution_forward::primitive_desc(
+      engine(), dnnl::prop_kind::forward_training,
+      dnnl::algorithm::convolution_direct, g.src(any), g.weights(any),
+      g.dst(any), g.strides(), g.dilates(), g.pad_l(), g.pad_r(),
+      user_scratchpad());
+}
+
+struct ForwardPlan {
+  dnnl::convolution_forward prim;
+  memory::desc scratch;
+  Reorder src_in, weights_in, dst_out;
+};
+
+struct BackwardDataPlan {
+  dnnl::convolution_backward_data prim;
+  memory::desc scratch;
+  Reorder diff_dst_in, weights_in, diff_src_out;
+};
+
+struct BackwardWeightsPlan {
+  dnnl::convolution_backward_weights prim;
+  memory::desc scratch;
+  Reorder src_in, diff_dst_in, diff_weights_out;
+};
+
+std::unique_ptr<ForwardPlan> make_forward_plan(const Geometry& g) {
+  auto pd = forward_desc(g);
+  auto plan = std::make_unique<ForwardPlan>();
+  plan->prim = dnnl::convolution_forward(pd);
+  plan->scratch = pd.scratchpad_desc();
+  plan->src_in = make_reorder(g.src(Tag::nchw), pd.src_desc());
+  plan->weights_in = make_reorder(g.weights(Tag::oihw), pd.weights_desc());
+  plan->dst_out = make_reorder(pd.dst_desc(), g.dst(Tag::nchw));
+  return plan;
+}
+
+std::unique_ptr<BackwardDataPlan> make_backward_data_plan(const Geometry& g) {
+  const auto any = Tag::any;
+  auto hint = forward_desc(g);
+  dnnl::convolution_backward_data::primitive_desc pd(
+      engine(), dnnl::algorithm::convolution_direct, g.src(any),
+      g.weights(any), g.dst(any), g.strides(), g.dilates(), g.pad_l(),
+      g.pad_r(), hint, user_scratchpad());
+  auto plan = std::make_unique<BackwardDataPlan>();
+  plan->prim = dnnl::convolution_backward_data(pd);
+  plan->scratch = pd.scratchpad_desc();
+  plan->diff_dst_in = make_reorder(g.dst(Tag::nchw), pd.diff_dst_desc());
+  plan->weights_in = make_reorder(g.weights(Tag::oihw), pd.weights_desc());
+  plan->diff_src_out = make_reorder(pd.diff_src_desc(), g.src(Tag::nchw));
+  return plan;
+}
+
+std::unique_ptr<BackwardWeightsPlan> make_backward_weights_plan(
+    const Geometry& g) {
+  const auto any = Tag::any;
+  auto hint = forward_desc(g);
+  auto pd =
+      g.bias ? dnnl::convolution_backward_weights::primitive_desc(
+                   engine(), dnnl::algorithm::convolution_direct, g.src(any),
+                   g.weights(any), g.bias_desc(), g.dst(any), g.strides(),
+                   g.dilates(), g.pad_l(), g.pad_r(), hint, user_scratchpad())
+             : dnnl::convolution_backward_weights::primitive_desc(
+                   engine(), dnnl::algorithm::convolution_direct, g.src(any),
+                   g.weights(any), g.dst(any), g.strides(), g.dilates(),
+                   g.pad_l(), g.pad_r(), hint, user_scratchpad());
+  auto plan = std::make_unique<BackwardWeightsPlan>();
+  plan->prim = dnnl::convolution_backward_weights(pd);
+  plan->scratch = pd.scratchpad_desc();
+  plan->src_in = make_reorder(g.src(Tag::nchw), pd.src_desc());
+  plan->diff_dst_in = make_reorder(g.dst(Tag::nchw), pd.diff_dst_desc());
+  plan->diff_weights_out =
+      make_reorder(pd.diff_weights_desc(), g.weights(Tag::oihw));
+  return plan;
+}
+
+// A bounded least-recently-used map from geometry to plan. Unbounded, a
+// training run that meets many batch sizes kept hundreds of MB of plans.
+template <typename Plan>
+class PlanCache {
+ public:
+  using Factory = std::unique_ptr<Plan> (*)(const Geometry&);
+  explicit PlanCache(Factory make) : make_(make) {}
+
+  Plan& get(const Geometry& g) {
+    const std::string key = g.key();
+    auto hit = index_.find(key);
+    if (hit != index_.end()) {
+      items_.splice(items_.begin(), items_, hit->second);
+      return *hit->second->second;
+    }
+    auto plan = make_(g);  // may throw; the cache is unchanged then
+    items_.emplace_front(key, std::move(plan));
+    index_[key] = items_.begin();
+    while (items_.size() > capacity_) {
+      index_.erase(items_.back().first);
+      items_.pop_back();
+    }
+    return *items_.front().second;
+  }
+  size_t size() const { return items_.size(); }
+  void set_capacity(size_t capacity) {
+    capacity_ = capacity > 0 ? capacity : 1;
+    while (items_.size() > capacity_) {
+      index_.erase(items_.back().first);
+      items_.pop_back();
+    }
+  }
+  void clear() {
+    index_.clear();
+    items_.clear();
+  }
+
+ private:
+  using Item = std::pair<std::string, std::unique_ptr<Plan>>;
+  Factory make_;
+  size_t capacity_ = 32;
+  std::list<Item> items_;
+  std::unordered_map<std::string, typename std::list<Item>::iterator> index_;
+};
+
+struct State {
+  std::mutex mutex;
+  Workspace workspace;
+  PlanCache<ForwardPlan> forward{make_forward_plan};
+  PlanCache<BackwardDataPlan> backward_data{make_backward_data_plan};
+  PlanCache<BackwardWeightsPlan> backward_weights{make_backward_weights_plan};
+};
+
+State& state() {
+  static State* s = new State();  // never destroyed: outlives Paddle's exit
+  return *s;
+}
+
+// --------------------------------------------------------------- execution
+
+// The primitive's view of an input: the tensor itself, or its reorder into
+// a workspace buffer.
+memory stage_input(const Reorder& r, const float* data, Slot slot) {
+  memory user(r.from, engine(), const_cast<float*>(data));
+  if (!r.needed) return user;
+  memory staged(r.to, engine(), state().workspace.get(slot, r.to.get_size()));
+  r.prim.execute(stream(), user, staged);
+  return staged;
+}
+
+// Where the primitive writes an output: the tensor itself, or a workspace
+// buffer that finish_output() reorders into the tensor.
+memory output_memory(const Reorder& r, float* data, Slot slot) {
+  if (!r.needed) return memory(r.to, engine(), data);
+  return memory(r.from, engine(), state().workspace.get(slot, r.from.get_size()));
+}
+
+void finish_output(const Reorder& r, memory produced, float* data) {
+  if (!r.needed) return;
+  memory user(r.to, engine(), data);
+  r.prim.execute(stream(), produced, user);
+}
+
+void add_scratchpad(std::unordered_map<int, memory>* args,
+                    const memory::desc& scratch) {
+  if (scratch.get_size() == 0) return;
+  args->insert({DNNL_ARG_SCRATCHPAD,
+                memory(scratch, engine(),
+                       state().workspace.get(kScratch, scratch.get_size()))});
+}
+
+std::string dnnl_message(const dnnl::error& e) {
+  std::ostringstream s;
+  s << "oneDNN conv2d failed: " << e.what() << " (status " << e.status << ")";
+  return s.str();
+}
+
+std::vector<paddle::Tensor> forward(const paddle::Tensor& x_in,
+                                    const paddle::Tensor& w_in,
+                                    const paddle::Tensor* b_in,
+                                    const std::vector<int>& strides,
+                                    const std::vector<int>& paddings,
+                                    const std::vector<int>& dilations,
+                                    int threads) {
+  const paddle::Tensor x = dense(x_in), w = dense(w_in);
+  const Geometry g = make_geometry(x, w, b_in != nullptr, strides, paddings,
+                                   dilations, threads);
+  paddle::Tensor b;
+  if (b_in != nullptr) {
+    b = dense(*b_in);
+    check_tensor(b, "bias");
+    PD_CHECK(b.numel() == g.o, "oneDNN conv2d: bias has ", b.numel(),
+             " values for ", g.o, " output channels");
+  }
+  paddle::Tensor out =
+      paddle::empty({g.n, g.o, g.oh, g.ow}, paddle::DataType::FLOAT32, x.place());
+  State& st = state();
+  std::lock_guard<std::mutex> lock(st.mutex);
+  ThreadScope scope(g.threads);
+  try {
+    ForwardPlan& plan = st.forward.get(g);
+    std::unordered_map<int, memory> args;
+    args.insert({DNNL_ARG_SRC, stage_input(plan.src_in, x.data<float>(), kSrc)});
+    args.insert({DNNL_ARG_WEIGHTS,
+                 stage_input(plan.weights_in, w.data<float>(), kWeights)});
+    if (g.bias) {
+      args.insert({DNNL_ARG_BIAS,
+                   memory(g.bias_desc(), engine(),
+                          const_cast<float*>(b.data<float>()))});
+    }
+    memory dst = output_memory(plan.dst_out, out.data<float>(), kDst);
+    args.insert({DNNL_ARG_DST, dst});
+    add_scratchpad(&args, plan.scratch);
+    plan.prim.execute(stream(), args);
+    finish_output(plan.dst_out, dst, out.data<float>());
+    stream().wait();
+  } catch (const dnnl::error& e) {
+    PD_THROW(dnnl_message(e));
+  }
+  return {out};
+}
+
+// need_dx is false when the input needs no gradient (a first layer):
+// backward-data is then skipped, the costliest part of that layer's backward.
+std::vector<paddle::Tensor> backward(const paddle::Tensor& x_in,
+                                     const paddle::Tensor& w_in,
+                                     const paddle::Tensor& dout_in, bool bias,
+                                     const std::vector<int>& strides,
+                                     const std::vector<int>& paddings,
+                                     const std::vector<int>& dilations,
+                                     int threads, bool need_dx) {
+  const paddle::Tensor x = dense(x_in), w = dense(w_in), dout = dense(dout_in);
+  const Geometry g =
+      make_geometry(x, w, bias, strides, paddings, dilations, threads);
+  check_tensor(dout, "output gradient");
+  PD_CHECK(dout.shape() == std::vector<int64_t>({g.n, g.o, g.oh, g.ow}),
+           "oneDNN conv2d: the output gradient has the wrong shape");
+  const auto place = x.place();
+  paddle::Tensor dx, db;
+  paddle::Tensor dw = paddle::empty(w.shape(), paddle::DataType::FLOAT32, place);
+  // Paddle requires every gradient output to exist; when x needs none, a
+  // zero tensor stands in (Paddle drops it) and backward-data is skipped.
+  dx = need_dx ? paddle::empty(x.shape(), paddle::DataType::FLOAT32, place)
+               : paddle::zeros(x.shape(), paddle::DataType::FLOAT32, place);
+  if (bias) db = paddle::empty({g.o}, paddle::DataType::FLOAT32, place);
+
+  State& st = state();
+  std::lock_guard<std::mutex> lock(st.mutex);
+  ThreadScope scope(g.threads);
+  try {
+    memory diff_dst_for_data;
+    memory::desc diff_dst_for_data_desc;
+    if (need_dx) {
+      BackwardDataPlan& plan = st.backward_data.get(g);
+      std::unordered_map<int, memory> args;
+      diff_dst_for_data =
+          stage_input(plan.diff_dst_in, dout.data<float>(), kDiffDst);
+      diff_dst_for_data_desc = plan.diff_dst_in.to;
+      args.insert({DNNL_ARG_DIFF_DST, diff_dst_for_data});
+      args.insert({DNNL_ARG_WEIGHTS,
+                   stage_input(plan.weights_in, w.data<float>(), kWeights)});
+      memory diff_src =
+          output_memory(plan.diff_src_out, dx.data<float>(), kDiffSrc);
+      args.insert({DNNL_ARG_DIFF_SRC, diff_src});
+      add_scratchpad(&args, plan.scratch);
+      plan.prim.execute(stream(), args);
+      finish_output(plan.diff_src_out, diff_src, dx.data<float>());
+    }
+    BackwardWeightsPlan& plan = st.backward_weights.get(g);
+    std::unordered_map<int, memory> args;
+    args.insert({DNNL_ARG_SRC, stage_input(plan.src_in, x.data<float>(), kSrc)});
+    if (need_dx && diff_dst_for_data_desc == plan.diff_dst_in.to) {
+      args.insert({DNNL_ARG_DIFF_DST, diff_dst_for_data});  // same layout: reuse
+    } else {
+      args.insert({DNNL_ARG_DIFF_DST,
+                   stage_input(plan.diff_dst_in, dout.data<float>(),
+                               kDiffDstWeights)});
+    }
+    memory diff_weights =
+        output_memory(plan.diff_weights_out, dw.data<float>(), kDiffWeights);
+    args.insert({DNNL_ARG_DIFF_WEIGHTS, diff_weights});
+    if (bias) {
+      args.insert({DNNL_ARG_DIFF_BIAS,
+                   memory(g.bias_desc(), engine(), db.data<float>())});
+    }
+    add_scratchpad(&args, plan.scratch);
+    plan.prim.execute(stream(), args);
+    finish_output(plan.diff_weights_out, diff_weights, dw.data<float>());
+    stream().wait();
+  } catch (const dnnl::error& e) {
+    PD_THROW(dnnl_message(e));
+  }
+  if (bias) return {dx, dw, db};
+  return {dx, dw};
+}
+
+// --------------------------------------------------- Paddle registrations
+
+std::vector<paddle::Tensor> ConvForward(const paddle::Tensor& x,
+                                        const paddle::Tensor& w,
+                                        const std::vector<int>& strides,
+                                        const std::vector<int>& paddings,
+                                        const std::vector<int>& dilations,
+                                        int threads, bool need_dx) {
+  return forward(x, w, nullptr, strides, paddings, dilations, threads);
+}
+
+std::vector<paddle::Tensor> ConvBiasForward(
+    const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b,
+    const std::vector<int>& strides, const std::vector<int>& paddings,
+    const std::vector<int>& dilations, int threads, bool need_dx) {
+  return forward(x, w, &b, strides, paddings, dilations, threads);
+}
+
+std::vector<paddle::Tensor> ConvBackward(const paddle::Tensor& x,
+                                         const paddle::Tensor& w,
+                                         const paddle::Tensor& dout,
+                                         const std::vector<int>& strides,
+                                         const std::vector<int>& paddings,
+                                         const std::vector<int>& dilations,
+                                         int threads, bool need_dx) {
+  return backward(x, w, dout, false, strides, paddings, dilations, threads,
+                  need_dx);
+}
+
+std::vector<paddle::Tensor> ConvBiasBackward(
+    const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& dout,
+    const std::vector<int>& strides, const std::vector<int>& paddings,
+    const std::vector<int>& dilations, int threads, bool need_dx) {
+  return backward(x, w, dout, true, strides, paddings, dilations, threads,
+                  need_dx);
+}
+
+std::vector<int64_t> output_shape(const std::vector<int64_t>& x,
+                                  const std::vector<int64_t>& w,
+                                  const std::vector<int>& strides,
+                                  const std::vector<int>& paddings,
+                                  const std::vector<int>& dilations) {
+  auto spatial = [&](int64_t in, int64_t k, int axis) -> int64_t {
+    if (in < 0) return -1;  // unknown in a static graph
+    return output_size(in, k, strides[axis], paddings[2 * axis],
+                       paddings[2 * axis + 1], dilations[axis]);
+  };
+  return {x[0], w[0], spatial(x[2], w[2], 0), spatial(x[3], w[3], 1)};
+}
+
+std::vector<std::vector<int64_t>> ConvInferShape(
+    const std::vector<int64_t>& x, const std::vector<int64_t>& w,
+    const std::vector<int>& strides, const std::vector<int>& paddings,
+    const std::vector<int>& dilations, int threads, bool need_dx) {
+  return {output_shape(x, w, strides, paddings, dilations)};
+}
+
+std::vector<std::vector<int64_t>> ConvBiasInferShape(
+    const std::vector<int64_t>& x, const std::vector<int64_t>& w,
+    const std::vector<int64_t>& b, const std::vector<int>& strides,
+    const std::vector<int>& paddings, const std::vector<int>& dilations,
+    int threads, bool need_dx) {
+  return {output_shape(x, w, strides, paddings, dilations)};
+}
+
+std::vector<paddle::DataType> ConvInferDtype(const paddle::DataType& x,
+                                             const paddle::DataType& w) {
+  return {x};
+}
+
+std::vector<paddle::DataType> ConvBiasInferDtype(const paddle::DataType& x,
+                                                 const paddle::DataType& w,
+                                                 const paddle::DataType& b) {
+  return {x};
+}
+
+}  // namespace
+
+#define PCNN_CONV_ATTRS                                                   \
+  {                                                                       \
+    "strides: std::vector<int>", "paddings: std::vector<int>",            \
+        "dilations: std::vector<int>", "threads: int", "need_dx: bool"    \
+  }
+
+PD_BUILD_OP(pcnn_conv2d)
+    .Inputs({"X", "W"})
+    .Outputs({"Out"})
+    .Attrs(PCNN_CONV_ATTRS)
+    .SetKernelFn(PD_KERNEL(ConvForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(ConvInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(ConvInferDtype));
+
+PD_BUILD_GRAD_OP(pcnn_conv2d)
+    .Inputs({"X", "W", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("W")})
+    .Attrs(PCNN_CONV_ATTRS)
+    .SetKernelFn(PD_KERNEL(ConvBackward));
+
+PD_BUILD_OP(pcnn_conv2d_bias)
+    .Inputs({"X", "W", "Bias"})
+    .Outputs({"Out"})
+    .Attrs(PCNN_CONV_ATTRS)
+    .SetKernelFn(PD_KERNEL(ConvBiasForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(ConvBiasInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(ConvBiasInferDtype));
+
+PD_BUILD_GRAD_OP(pcnn_conv2d_bias)
+    .Inputs({"X", "W", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("W"), paddle::Grad("Bias")})
+    .Attrs(PCNN_CONV_ATTRS)
+    .SetKernelFn(PD_KERNEL(ConvBiasBackward));
+
+// ------------------------------------------- plain C entry points (ctypes)
+
+#define PCNN_EXPORT extern "C" __attribute__((visibility("default")))
+
+// oneDNN as loaded in this process: {major, minor, patch, cpu_runtime}.
+PCNN_EXPORT void pcnn_dnnl_version(int* out) {
+  const dnnl_version_t* v = dnnl_version();
+  out[0] = v->major;
+  out[1] = v->minor;
+  out[2] = v->patch;
+  out[3] = static_cast<int>(v->cpu_runtime);
+}
+
+// The CPU runtime this file was compiled for (dnnl_config.h).
+PCNN_EXPORT int pcnn_compiled_cpu_runtime() { return DNNL_CPU_RUNTIME; }
+
+// The headers' version, major * 10000 + minor * 100 + patch.
+PCNN_EXPORT int pcnn_header_version() {
+  return DNNL_VERSION_MAJOR * 10000 + DNNL_VERSION_MINOR * 100 +
+         DNNL_VERSION_PATCH;
+}
+
+// Path of the shared object that provides dnnl_version to this operator.
+PCNN_EXPORT const char* pcnn_dnnl_library_path() {
+  static std::string path = [] {
+    Dl_info info;
+    if (dladdr(reinterpret_cast<void*>(&dnnl_version), &info) != 0 &&
+        info.dli_fname != nullptr) {
+      return std::string(info.dli_fname);
+    }
+    return std::string();
+  }();
+  return path.c_str();
+}
+
+// Cached plans (forward + backward-data + backward-weights) and workspace bytes.
+PCNN_EXPORT int pcnn_cache_size() {
+  State& st = state();
+  std::lock_guard<std::mutex> lock(st.mutex);
+  return static_cast<int>(st.forward.size() + st.backward_data.size() +
+                          st.backward_weights.size());
+}
+
+PCNN_EXPORT int64_t pcnn_workspace_bytes() {
+  State& st = state();
+  std::lock_guard<std::mutex> lock(st.mutex);
+  return static_cast<int64_t>(st.workspace.bytes());
+}
+
+// Plans kept per kind (forward, backward-data, backward-weights).
+PCNN_EXPORT void pcnn_set_cache_capacity(int capacity) {
+  State& st = state();
+  std::lock_guard<std::mutex> lock(st.mutex);
+  const size_t c = capacity > 0 ? static_cast<size_t>(capacity) : 1;
+  st.forward.set_capacity(c);
+  st.backward_data.set_capacity(c);
+  st.backward_weights.set_capacity(c);
+}
+
+// Drop every plan and free the workspace.
+PCNN_EXPORT void pcnn_release() {
+  State& st = state();
+  std::lock_guard<std::mutex> lock(st.mutex);
+  st.forward.clear();
+  st.backward_data.clear();
+  st.backward_weights.clear();
+  st.workspace.release();
+}
