@@ -39,13 +39,25 @@ class Classifier(nn.Layer):
 
     A subclass builds ``self.features`` and ``self.head`` (or overrides
     ``forward_features``). ``input_size`` is the side a fully connected head was
-    built for; None where global pooling lets any side from ``min_size`` up through.
-    ``forward`` checks the input first, so a wrong size fails with one clear message.
+    built for (``fixed_input=True``); models with global pooling take any side
+    from ``min_size`` up. The constructor rejects an ``input_size`` below
+    ``min_size``, and ``forward`` checks every batch, so a wrong size fails with
+    one clear message. ``num_classes=0`` makes a backbone: the subclass builds
+    no head and ``forward`` returns the feature map ``[N, C, H', W']``, as
+    ``paddle.vision`` models do.
     """
 
-    def __init__(self, name: str, min_size: int, input_size: int | None = None):
+    def __init__(self, name: str, min_size: int, input_size: int | None = None, num_classes: int = 10,
+                 fixed_input: bool = True):
         super().__init__()
-        self.name, self.min_size, self.input_size = name, min_size, input_size
+        if input_size is not None and input_size < min_size:
+            raise ValueError(f"{name} needs inputs of at least {min_size}x{min_size} pixels, got {input_size} "
+                             f"(use --resize {min_size} or more)")
+        if num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0 (0 = backbone without a head), got {num_classes}")
+        self.name, self.min_size, self.num_classes = name, min_size, num_classes
+        self.input_size = input_size if fixed_input else None
+        self.head = None
 
     def forward_features(self, x):
         return self.features(x)
@@ -55,7 +67,8 @@ class Classifier(nn.Layer):
 
     def forward(self, x):
         check_input(x, self.name, self.min_size, self.input_size)
-        return self.forward_head(self.forward_features(x))  # [N, num_classes]
+        x = self.forward_features(x)
+        return x if self.head is None else self.forward_head(x)  # [N, num_classes] (or features)
 
 
 def mlp_head(in_features: int, num_classes: int, hidden=(4096, 4096), dropout: float = 0.5) -> nn.Sequential:

@@ -2,9 +2,16 @@
 
     paddle-cnn list                         registered models, sections and profiles
     paddle-cnn train lenet [--profile cpu]  train, print per-epoch lines, save results under --out
+    paddle-cnn train resnet18 --nproc 2     the same, data-parallel in 2 processes
     paddle-cnn homework run alexnet         measure a section's homework into homework/alexnet/
     paddle-cnn homework summary             one table over all sections
     paddle-cnn data check                   where the data was found, its sha256 sums
+    paddle-cnn doctor [--json]              versions, devices, data and tuning: paste it into a question
+
+Every field of :class:`paddle_cnn.trainer.TrainConfig` is a ``train`` flag
+(``--batch-size``, ``--augment``, ``--schedule`` ...), generated from the
+dataclass; ``--set KEY=VALUE`` sets a model or task argument
+(``--set base_width=16`` or ``--set model_args.base_width=16``).
 
 A bad argument or bad data ends with one ``error:`` line and exit code 2
 (``--debug`` shows the traceback instead); an interrupted run exits with 130
@@ -13,13 +20,14 @@ after saying where its last complete epoch is.
 from __future__ import annotations
 
 import argparse
+import ast
 import signal
 import sys
+from dataclasses import MISSING, fields
 from pathlib import Path
 
-from . import runtime  # noqa: F401  (package import tunes the CPU before paddle loads)
-
 EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+_TYPES = {"int": int, "float": float, "str": str, "Optional[int]": int, "Optional[str]": str}
 
 
 class _Terminated(KeyboardInterrupt):
@@ -30,18 +38,30 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
-def _add_train_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="registered model name (see `paddle-cnn list`)")
-    p.add_argument("--profile", default="auto", help="course | cpu | smoke | auto (course on a GPU, else cpu)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--resize", type=int, help="input side in pixels")
-    p.add_argument("--optimizer", help="sgd | adam | adamw")
-    p.add_argument("--device", default="auto", help="auto | cpu | gpu")
-    p.add_argument("--data-dir", help="folder with the four Fashion-MNIST IDX files")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+def _config_fields():
+    from .trainer import TrainConfig
+
+    return [f for f in fields(TrainConfig) if f.metadata.get("cli", True)]
+
+
+def _add_config_flags(p: argparse.ArgumentParser, only=None) -> None:
+    """One flag per TrainConfig field (or the ``only`` ones): type, choices and help from the dataclass.
+
+    Defaults are None, so a flag left unset keeps the profile's value.
+    """
+    group = p.add_argument_group("training settings (override the profile)")
+    for f in _config_fields():
+        if only is not None and f.name not in only:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else None
+        choices = f.metadata.get("choices")
+        help_ = f"{f.metadata.get('help', '')} (default: profile, else {default})"
+        if f.type == "bool":
+            group.add_argument(flag, action="store_true", default=None, help=f.metadata.get("help"))
+        else:  # choices are checked by TrainConfig.validate, so the error names them the same way everywhere
+            group.add_argument(flag, type=_TYPES[str(f.type)], help=help_,
+                               metavar="|".join(choices) if choices else f.name.upper())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,20 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list registered models")
 
     p = sub.add_parser("train", help="train a model")
-    _add_train_arguments(p)
+    p.add_argument("model", help="registered model name (see `paddle-cnn list`)")
+    p.add_argument("--profile", default="auto", help="course | cpu | smoke | auto (course on a GPU, else cpu)")
     p.add_argument("--out", help="output folder (default runs/MODEL-PROFILE)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--data-dir", help="folder with the four Fashion-MNIST IDX files")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model or task argument, e.g. --set base_width=16 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_config_flags(p)
 
     p = sub.add_parser("homework", help="record measured runs in homework/<section>/")
     hw = p.add_subparsers(dest="action", required=True)
     q = hw.add_parser("run", help="train MODEL with a profile and write its section folder")
     q.add_argument("model")
     q.add_argument("--profile", default="auto", help="cpu | course | auto")
-    q.add_argument("--device", default="auto", help="auto | cpu | gpu")
     q.add_argument("--data-dir")
     q.add_argument("--root", help="homework folder (default: the repository's homework/)")
     q.add_argument("--resume", action="store_true", help="continue an interrupted homework run")
     q.add_argument("--no-progress", action="store_true")
+    _add_config_flags(q, only=("device", "nproc", "accel", "cpu_threads"))
     q = hw.add_parser("summary", help="write homework/README.md over all sections")
     q.add_argument("--root")
 
@@ -73,7 +99,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["check"])
     p.add_argument("--data-dir")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading")
+
+    p = sub.add_parser("doctor", help="versions, devices, data and CPU tuning (paste it into a question)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="doctor's own options (--json, --data-dir DIR)")
     return parser
+
+
+def parse_sets(items, model: str) -> dict:
+    """``["base_width=16", "task_args.max_items=6"]`` -> ``{"model_args": {...}, "task_args": {...}}``.
+
+    A bare key goes to the model if its constructor takes it, else to the task;
+    an unknown key is an error that lists the known ones.
+    """
+    import inspect
+
+    from .models import get_spec
+    from .tasks import task_of
+
+    spec = get_spec(model)
+    model_keys = [n for n in inspect.signature(spec.constructor).parameters if n != "input_size"]
+    task = task_of(model)
+    task_keys = sorted(task.args()) if hasattr(task, "args") else []
+    out = {"model_args": {}, "task_args": {}}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: write KEY=VALUE, e.g. --set base_width=16")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text  # a plain word stays a string
+        where, _, name = key.rpartition(".")
+        if where and where not in out:
+            raise ValueError(f"--set {item!r}: the prefix must be model_args or task_args, got {where!r}")
+        if not where:
+            where = "model_args" if name in model_keys else "task_args" if name in task_keys else ""
+        known = model_keys if where == "model_args" else task_keys
+        if name not in known:
+            raise ValueError(f"--set {item!r}: {model} has no argument {name!r}; model arguments: "
+                             f"{', '.join(model_keys)}; task arguments: {', '.join(task_keys) or 'none'}")
+        out[where][name] = value
+    return {k: v for k, v in out.items() if v}
+
+
+def _overrides(args) -> dict:
+    return {f.name: getattr(args, f.name) for f in _config_fields() if hasattr(args, f.name)}
+
+
+def _prepare_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; name a folder (it is created if missing)")
 
 
 def cmd_list(args) -> int:
@@ -88,39 +163,56 @@ def cmd_list(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from . import distributed
     from .trainer import config_for, run
 
-    cfg = config_for(args.model, args.profile, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                     resize=args.resize, optimizer=args.optimizer, device=args.device, seed=args.seed)
+    cfg = config_for(args.model, args.profile, **_overrides(args), **parse_sets(args.set, args.model))
     out = Path(args.out or f"runs/{cfg.model}-{cfg.profile}")
-    print(f"training {cfg.model} ({cfg.profile} profile): resize {cfg.resize}, {cfg.epochs} epochs, "
-          f"batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr} ({cfg.schedule}); output in {out}")
+    _prepare_out(out)
+    if _spawn_workers(args, cfg):
+        return EXIT_WORKERS[0]
+    main_rank = distributed.env_rank() == 0
+    if main_rank:
+        procs = f", {cfg.nproc} processes" if cfg.nproc > 1 else ""
+        print(f"training {cfg.model} ({cfg.profile} profile): resize {cfg.resize}, {cfg.epochs} epochs, "
+              f"batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr} ({cfg.schedule}){procs}; output in {out}",
+              flush=True)
     try:
         result = run(cfg, out, resume=args.resume, data_dir=args.data_dir,
                      progress=False if args.no_progress else None)
     except KeyboardInterrupt:
-        saved = out / "checkpoint.pdckpt"
-        where = (f"the last complete epoch is saved in {saved}; continue with --resume --out {out}"
-                 if saved.exists() else "no epoch had finished, nothing was saved")
-        print(f"\ninterrupted: {where}", file=sys.stderr)
+        if main_rank:
+            saved = out / "checkpoint.pdckpt"
+            where = (f"the last complete epoch is saved in {saved}; continue with --resume --out {out}"
+                     if saved.exists() else "no epoch had finished, nothing was saved")
+            print(f"\ninterrupted: {where}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(result.summary())
-    print(f"saved {out / 'results.json'} and {out / 'curves.png'}")
+    if main_rank:
+        print(result.summary())
+        print(f"saved {out / 'results.json'} and {out / 'curves.png'}")
     return 0
 
 
 def cmd_homework(args) -> int:
-    from . import homework
+    from . import distributed, homework
+    from .trainer import config_for
 
     if args.action == "summary":
         print(f"wrote {homework.summary(args.root)}")
         return 0
+    overrides = _overrides(args)
+    cfg = config_for(args.model, args.profile, **overrides)
+    if _spawn_workers(args, cfg):
+        return EXIT_WORKERS[0]
     try:
-        doc = homework.run(args.model, args.profile, args.device, root=args.root, data_dir=args.data_dir,
-                           resume=args.resume, progress=False if args.no_progress else None)
+        doc = homework.run(args.model, args.profile, root=args.root, data_dir=args.data_dir, resume=args.resume,
+                           progress=False if args.no_progress else None, **overrides)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: continue with `paddle-cnn homework run {args.model} --resume`", file=sys.stderr)
+        if distributed.env_rank() == 0:
+            print(f"\ninterrupted: continue with `paddle-cnn homework run {args.model} --resume`", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if doc is None:  # not rank 0
+        return 0
     run_ = doc["runs"][args.model]
     folder = homework.homework_root(args.root) / run_["section"]
     print(f"{args.model}: {homework._metric_text(run_)}, {run_['final']['examples_per_sec']:.1f} examples/sec "
@@ -128,24 +220,80 @@ def cmd_homework(args) -> int:
     return 0
 
 
+EXIT_WORKERS = [0]
+
+
+def _spawn_workers(args, cfg) -> bool:
+    """With ``--nproc N`` > 1 in a process no launcher started: run this same command in N workers.
+
+    Returns True when the workers ran (their exit code is in ``EXIT_WORKERS``);
+    False when this process should train itself (one process, or already a worker).
+    """
+    from . import distributed
+
+    world = distributed.env_world()
+    if world > 1:  # a worker (ours or paddle.distributed.launch's): train here
+        if cfg.nproc not in (1, world):
+            raise ValueError(f"--nproc {cfg.nproc} but the launcher started {world} processes; drop --nproc "
+                             "or make the two agree")
+        return False
+    if cfg.nproc == 1:
+        return False
+    distributed.check_nproc(cfg.nproc, cfg.device)
+    argv = list(sys.argv[1:]) if ARGV[0] is None else list(ARGV[0])
+    try:
+        code = distributed.spawn(main, cfg.nproc, "gpu" if _is_gpu(cfg) else "cpu", argv)
+    except distributed.WorkerError as e:
+        print(f"error: the run stopped because a worker process failed: {e}", file=sys.stderr)
+        print(_where_saved(args, cfg), file=sys.stderr)
+        EXIT_WORKERS[0] = 1
+        return True
+    EXIT_WORKERS[0] = int(code or 0)
+    return True
+
+
+def _is_gpu(cfg) -> bool:
+    from . import runtime
+
+    return runtime.resolve_device(cfg.device) == "gpu"
+
+
+def _where_saved(args, cfg) -> str:
+    out = Path(getattr(args, "out", None) or f"runs/{cfg.model}-{cfg.profile}")
+    saved = out / "checkpoint.pdckpt"
+    if getattr(args, "command", "") == "train" and saved.exists():
+        return f"the last complete epoch is saved in {saved}; continue with --resume --out {out}"
+    return "no checkpoint of a complete epoch was written" if args.command == "train" else \
+        f"continue with `paddle-cnn homework run {cfg.model} --resume` once the cause is fixed"
+
+
 def cmd_data(args) -> int:
     from .data import load_fashion_mnist
 
     arrays = load_fashion_mnist(args.data_dir, download_if_missing=not args.no_download)
     src = arrays.source
-    print(f"{src['name']}\nfound via {src['found_via']}: {src['path']}")
+    print(f"{src['name']}\nfound via {src['found_via']}")
     print(f"train {arrays.train_images.shape[0]} images, test {arrays.test_images.shape[0]} images; all checks passed")
     for name, digest in src["sha256"].items():
         print(f"  {digest}  {name}")
     return 0
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "homework": cmd_homework, "data": cmd_data}
+def cmd_doctor(args) -> int:
+    from . import doctor
+
+    return doctor.main(args.rest)
+
+
+COMMANDS = {"list": cmd_list, "train": cmd_train, "homework": cmd_homework, "data": cmd_data, "doctor": cmd_doctor}
+ARGV = [None]  # the argv main() was called with, replayed in each worker of a --nproc run
 
 
 def main(argv=None) -> int:
+    ARGV[0] = argv
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    from . import distributed
     from .data import DataError
     from .trainer import TrainingError
 
@@ -154,5 +302,6 @@ def main(argv=None) -> int:
     except (ValueError, DataError, TrainingError) as e:
         if args.debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        rank = distributed.env_rank()
+        print(f"error: {e}" if rank == 0 else f"error (process {rank}): {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -22,7 +22,6 @@ from . import atomic
 
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-CLASSES_ZH = ("T恤", "裤子", "套衫", "连衣裙", "外套", "凉鞋", "衬衫", "运动鞋", "包", "短靴")
 
 FILES = {  # split -> (images file, labels file)
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -56,6 +55,9 @@ OFFICIAL_NAME = "Fashion-MNIST (official)"
 MEAN, STD = 0.2860, 0.3530
 
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
+# The test subset (a smoke or quick profile's) is drawn with this seed, never the training seed,
+# so runs with different seeds are scored on the same images.
+TEST_SUBSET_SEED = 1
 
 
 class DataError(ValueError):
@@ -217,7 +219,8 @@ def describe_source(folder: Path, kind: str) -> dict:
         name = OFFICIAL_NAME
     else:
         name = "Fashion-MNIST (unrecognised copy: neither the official files nor the course's offline copy)"
-    return {"name": name, "path": str(folder.resolve()), "found_via": kind, "sha256": sha}
+    # No path: a results file travels with homework, and a home folder does not belong in it.
+    return {"name": name, "found_via": kind, "sha256": sha}
 
 
 # --------------------------------------------------------------------------- arrays
@@ -280,6 +283,30 @@ def _epoch_rng(seed: int, epoch: int, stream: int) -> np.random.RandomState:
     return np.random.RandomState(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
 
 
+def epoch_indices(num: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
+                  drop_last: bool = True) -> Iterator:
+    """Device index tensors of one epoch's batches; this process's share of each global batch.
+
+    The permutation depends only on (seed, epoch) and crosses to the device once
+    per epoch; each step slices it there, so no step waits on a host copy (which
+    would stall a GPU's queue). With ``world`` processes, ``batch_size`` is the
+    global batch: every rank takes its ``batch_size // world`` consecutive
+    examples of it, so together they see exactly what one process would.
+    """
+    import paddle
+
+    if batch_size <= 0:
+        raise ValueError(f"batch size must be positive, got {batch_size}")
+    if batch_size % world:
+        raise ValueError(f"the global batch size {batch_size} must be divisible by the number of processes "
+                         f"{world}; use --batch-size {batch_size - batch_size % world or world}")
+    order = paddle.to_tensor(_epoch_rng(seed, epoch, 0).permutation(num))
+    local = batch_size // world
+    for step in range(steps_per_epoch(num, batch_size, drop_last)):
+        start = step * batch_size + rank * local
+        yield order[start:min(start + local, num)]
+
+
 class FashionMNIST:
     """Fashion-MNIST resident on the device, served as ready-to-train float batches.
 
@@ -302,7 +329,7 @@ class FashionMNIST:
         arrays = arrays or load_fashion_mnist(data_dir, download_if_missing)
         self.source, self.resize, self.augment, self.seed = arrays.source, resize, augment, seed
         train_idx = stratified_subset(arrays.train_labels, train_subset, seed)
-        test_idx = stratified_subset(arrays.test_labels, test_subset, seed + 1)
+        test_idx = stratified_subset(arrays.test_labels, test_subset, TEST_SUBSET_SEED)
         # uint8 on the device: 47 MB for all 60k images, a quarter of float32.
         self.train_x = paddle.to_tensor(arrays.train_images[train_idx][:, None])  # [N, 1, 28, 28]
         self.train_y = paddle.to_tensor(arrays.train_labels[train_idx].astype("int64"))
@@ -329,19 +356,20 @@ class FashionMNIST:
             x = F.interpolate(x, size=[self.resize, self.resize], mode="bilinear", align_corners=False)
         return (x - MEAN) * (1.0 / STD)
 
-    def train_batches(self, batch_size: int, epoch: int, drop_last: bool = True) -> Iterator:
-        """Shuffled (x, y) batches for one epoch; the order depends only on (seed, epoch)."""
+    def train_batches(self, batch_size: int, epoch: int, drop_last: bool = True, rank: int = 0,
+                      world: int = 1) -> Iterator:
+        """Shuffled (x, y) batches for one epoch; the order depends only on (seed, epoch).
+
+        Augmentation draws from Paddle's generator on the device (the trainer seeds
+        it per epoch and process). With ``world`` processes each yields its slice
+        of the global batch (:func:`epoch_indices`).
+        """
         import paddle
 
-        if batch_size <= 0:
-            raise ValueError(f"batch size must be positive, got {batch_size}")
-        order = _epoch_rng(self.seed, epoch, 0).permutation(self.num_train)
-        aug_rng = _epoch_rng(self.seed, epoch, 1)
-        for step in range(self.steps_per_epoch(batch_size, drop_last)):
-            idx = paddle.to_tensor(order[step * batch_size:(step + 1) * batch_size])
+        for idx in epoch_indices(self.num_train, batch_size, self.seed, epoch, rank, world, drop_last):
             x = self.prepare(paddle.gather(self.train_x, idx))
             if self.augment != "none":
-                x = augment_batch(x, self.augment, aug_rng)
+                x = augment_batch(x, self.augment)
             yield x, paddle.gather(self.train_y, idx)
 
     def test_batches(self, batch_size: int = 1000) -> Iterator:
@@ -350,11 +378,11 @@ class FashionMNIST:
             yield self.prepare(self.test_x[start:start + batch_size]), self.test_y[start:start + batch_size]
 
 
-def augment_batch(x, kind: str, rng: np.random.RandomState, pad_fraction: float = 1 / 14):
+def augment_batch(x, kind: str, pad_fraction: float = 1 / 14):
     """Random crop after zero padding (pad = 2 px at 28, scaled with size) and/or horizontal flip.
 
-    Per-example offsets and flips are drawn on the host (a few bytes per batch)
-    and applied to the whole batch on the device with one gather.
+    Offsets and flips are drawn on the device and applied to the whole batch
+    with one gather: nothing crosses to the host, and no index is built there.
     """
     import paddle
     import paddle.nn.functional as F
@@ -365,14 +393,13 @@ def augment_batch(x, kind: str, rng: np.random.RandomState, pad_fraction: float 
         # Pad with the normalised value of a black pixel, i.e. the background.
         padded = F.pad(x, [pad, pad, pad, pad], value=float((0.0 - MEAN) / STD))
         wp = w + 2 * pad
-        oy = rng.randint(0, 2 * pad + 1, size=n)
-        ox = rng.randint(0, 2 * pad + 1, size=n)
-        rows = oy[:, None, None] + np.arange(h)[None, :, None]          # [N, H, 1]
-        cols = ox[:, None, None] + np.arange(w)[None, None, :]          # [N, 1, W]
-        flat = (rows * wp + cols).reshape(n, 1, h * w).astype("int64")  # [N, 1, H*W]
-        index = paddle.to_tensor(np.broadcast_to(flat, (n, c, h * w)).copy())
-        x = paddle.take_along_axis(padded.reshape([n, c, -1]), index, axis=2).reshape([n, c, h, w])
+        oy = paddle.randint(0, 2 * pad + 1, [n, 1, 1])
+        ox = paddle.randint(0, 2 * pad + 1, [n, 1, 1])
+        rows = oy + paddle.arange(h, dtype="int64").reshape([1, h, 1])            # [N, H, 1]
+        cols = ox + paddle.arange(w, dtype="int64").reshape([1, 1, w])            # [N, 1, W]
+        flat = (rows * wp + cols).reshape([n, 1, h * w]).expand([n, c, h * w])   # [N, C, H*W]
+        x = paddle.take_along_axis(padded.reshape([n, c, -1]), flat, axis=2).reshape([n, c, h, w])
     if "flip" in kind:
-        mask = paddle.to_tensor(rng.rand(n) < 0.5).reshape([n, 1, 1, 1])
+        mask = (paddle.rand([n]) < 0.5).reshape([n, 1, 1, 1])
         x = paddle.where(mask, paddle.flip(x, axis=[3]), x)
     return x

@@ -46,20 +46,29 @@ def homework_root(root=None) -> Path:
 
 # --------------------------------------------------------------------------- running
 def run(model: str, profile: str = "auto", device: str = "auto", root=None, data_dir=None, resume: bool = False,
-        progress: Optional[bool] = None, log=print) -> dict:
-    """Train ``model`` with a registry profile and record the run in its section folder."""
+        progress: Optional[bool] = None, log=print, **overrides) -> Optional[dict]:
+    """Train ``model`` with a registry profile and record the run in its section folder.
+
+    ``overrides`` are TrainConfig fields (e.g. ``nproc``, ``accel``); in a
+    multi-process run every process trains and rank 0 alone records (the
+    others return None).
+    """
+    from . import distributed
     from .models import get_spec
     from .trainer import config_for
     from .trainer import run as train_run
 
     spec = get_spec(model)
-    cfg = config_for(model, profile, device=device)
-    if cfg.profile == "smoke" and homework_root(root) == ROOT:
+    cfg = config_for(model, profile, device=device, **overrides)
+    in_repo = homework_root(root).resolve() == ROOT.resolve()
+    if cfg.profile == "smoke" and in_repo:
         raise ValueError("homework/ records real measurements: use the cpu, course or auto profile, "
                          "or send smoke runs elsewhere with root=... / PADDLE_CNN_HOMEWORK=DIR")
     # Checkpoints of the run (for --resume) stay out of the folder that gets committed.
-    scratch = (ROOT.parent / "runs" / "homework" if homework_root(root) == ROOT else homework_root(root) / ".runs") / model
+    scratch = (ROOT.parent / "runs" / "homework" if in_repo else homework_root(root) / ".runs") / model
     result = train_run(cfg, out=scratch, resume=resume, data_dir=data_dir, progress=progress, log=log)
+    if not distributed.current().is_main:
+        return None
     return record(result, spec, root=root)
 
 
@@ -68,12 +77,8 @@ def _run_entry(result, spec) -> dict:
 
     cfg = result.config
     shape = [1, int(cfg.model_args.get("in_channels", 1)), cfg.resize, cfg.resize]
-    model = result.model
-    was_training = model.training
-    model.eval()
-    flops = count_flops(model, shape)
-    if was_training:
-        model.train()
+    with runtime.evaluating(result.model):
+        flops = count_flops(result.model, shape)
     entry = result.to_dict()
     entry.update({
         "schema": SCHEMA_VERSION,
@@ -229,8 +234,10 @@ def write_section_readme(doc: dict, path) -> None:
 def save_section_figure(doc: dict, result, path) -> None:
     """Curves of every run in the section (top) and predictions of the run just made (bottom)."""
     import matplotlib.pyplot as plt
+    import paddle
 
-    from . import plots
+    from . import plots  # noqa: F401  (non-interactive backend where there is no display)
+    from .tasks import task_of
 
     fig = plt.figure(figsize=(11, 7.5))
     top = fig.add_gridspec(2, 1, height_ratios=[1, 1.3])
@@ -251,7 +258,8 @@ def save_section_figure(doc: dict, result, path) -> None:
     fig.suptitle(f"{doc['section']} — measured on {_device_text(env)}; "
                  f"{next(iter(doc['runs'].values()))['data']['name']}", fontsize=9)
     bottom = top[1].subgridspec(2, 8)
-    plots.draw_predictions(fig, bottom, result)
+    with runtime.evaluating(result.model), paddle.no_grad():
+        task_of(result.config.model).draw_predictions(fig, bottom, result.model, result.data, result.config)
     atomic.save_figure(fig, path, dpi=100)
     plt.close(fig)
 

@@ -24,6 +24,8 @@ before ``paddle_cnn``, the tuning can no longer apply and we warn once.
 """
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import random
 import sys
@@ -52,8 +54,33 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> float | None:
+    """The CPU quota of this process's cgroup in cores (e.g. 1.5), or None when there is none.
+
+    Containers on GPU hosts often see all of the host's cores (affinity and
+    /proc/cpuinfo) but may use only a few of them; threads beyond the quota
+    are throttled. cgroup v2 ``cpu.max`` ("max 100000" or "150000 100000"),
+    then v1 ``cpu/cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (-1 for none).
+    """
+    def read(*parts):
+        try:
+            with open(os.path.join(root, *parts)) as f:
+                return f.read().split()
+        except OSError:
+            return None
+
+    v2 = read("cpu.max")
+    if v2 and len(v2) == 2:
+        return None if v2[0] == "max" else int(v2[0]) / int(v2[1])
+    for base in (("cpu",), ("cpu,cpuacct",), ()):
+        quota, period = read(*base, "cpu.cfs_quota_us"), read(*base, "cpu.cfs_period_us")
+        if quota and period:
+            return None if int(quota[0]) <= 0 else int(quota[0]) / int(period[0])
+    return None
+
+
 def physical_cores() -> int:
-    """Physical cores usable by this process (hyper-threads counted once)."""
+    """Physical cores this process may use: hyper-threads counted once, capped by a cgroup CPU quota."""
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows
@@ -76,7 +103,11 @@ def physical_cores() -> int:
                 cores.add((phys, core))
     except OSError:
         pass
-    return max(1, min(usable, len(cores) or usable))
+    found = min(usable, len(cores) or usable)
+    quota = cgroup_cpu_limit()
+    if quota is not None:
+        found = min(found, math.ceil(quota))
+    return max(1, found)
 
 
 def is_amd_cpu() -> bool:
@@ -130,26 +161,76 @@ def tune_cpu() -> dict:
     return TUNING
 
 
-def get_device(device: str = "auto") -> str:
-    """Resolve ``auto|cpu|gpu`` to a Paddle place string and make it current."""
+def gpu_count() -> int:
+    """GPUs this Paddle build can use (0 on a CPU build); the one device query the package makes."""
     import paddle
 
+    if not paddle.is_compiled_with_cuda():
+        return 0
+    return int(paddle.device.cuda.device_count())
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto|cpu|gpu`` -> ``cpu`` or ``gpu``, with one clear error when a GPU is asked for and absent."""
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
-    has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if device == "cpu":
+        return "cpu"
+    has_gpu = gpu_count() > 0
     if device == "gpu" and not has_gpu:
+        import paddle
+
         raise ValueError(
             "--device gpu was requested but this Paddle build has no usable GPU "
             f"(paddle {paddle.__version__}, compiled with CUDA: {paddle.is_compiled_with_cuda()}); "
             "use --device cpu, or install paddlepaddle-gpu on a machine with a GPU"
         )
-    place = "gpu:0" if device == "gpu" or (device == "auto" and has_gpu) else "cpu"
-    paddle.set_device(place)
-    return "gpu" if place.startswith("gpu") else "cpu"
+    return "gpu" if has_gpu else "cpu"
 
 
-def set_cpu_threads(threads: int) -> None:
+def get_device(device: str = "auto", local_rank: int = 0) -> str:
+    """Resolve ``auto|cpu|gpu`` and make it current: ``gpu:<local_rank>`` (one GPU per process) or ``cpu``."""
+    import paddle
+
+    kind = resolve_device(device)
+    paddle.set_device(f"gpu:{local_rank}" if kind == "gpu" else "cpu")
+    return kind
+
+
+def gpu_capability(device_id: int | None = None) -> tuple:
+    """(major, minor) compute capability of the current GPU, e.g. (7, 0) for a V100, (8, 0) for an A100."""
+    import paddle
+
+    major, minor = paddle.device.cuda.get_device_capability(device_id)
+    return int(major), int(minor)
+
+
+def memory_bytes() -> int:
+    """Physical memory of this machine in bytes (0 when unknown)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+@contextlib.contextmanager
+def evaluating(model):
+    """Put ``model`` in eval mode for the block and restore its previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        if was_training:
+            model.train()
+
+
+def set_cpu_threads(threads: int) -> int:
     """Set the MKL threads of this process now (Paddle reads MKL_NUM_THREADS only at start-up).
+
+    ``threads=0`` means all physical cores (the default of :func:`tune_cpu`), so a
+    1-thread run followed by a default run in the same process gets every core back.
+    Returns the number set.
 
     Small networks lose from a second thread: LeNet at 28x28 trains at about
     half the speed on two MKL threads as on one (measured 2026-11-25, our
@@ -157,7 +238,9 @@ def set_cpu_threads(threads: int) -> None:
     """
     from paddle.base import core  # paddle.base exists from Paddle 2.6 on
 
-    core.set_num_threads(int(threads))
+    threads = int(threads) or physical_cores()
+    core.set_num_threads(threads)
+    return threads
 
 
 def synchronize(device: str) -> None:
@@ -200,6 +283,16 @@ def environment(device: str = "cpu") -> dict:
                                                           "KMP_BLOCKTIME")},
         "tuning_applied_before_paddle": not TUNING.get("paddle_imported_first", True),
     }
-    if device == "gpu":
-        env["gpu_name"] = paddle.device.cuda.get_device_name()
+    if device == "gpu":  # not run here (no GPU on our machine); each query guarded for 2.6 and 3.x
+        cuda = paddle.device.cuda
+        env["gpu_name"] = cuda.get_device_name()
+        env["gpu_count"] = gpu_count()
+        try:
+            env["gpu_memory_gib"] = round(cuda.get_device_properties().total_memory / 2**30, 1)
+            env["gpu_capability"] = ".".join(map(str, gpu_capability()))
+        except (AttributeError, RuntimeError, ValueError):
+            pass
+        for key, query in (("cuda", "cuda"), ("cudnn", "cudnn")):
+            fn = getattr(paddle.version, query, None)
+            env[key] = str(fn()) if callable(fn) else None
     return env

@@ -1,7 +1,7 @@
-"""Pictures for the U-Net and DenseBox sections: scenes, masks and boxes on matplotlib axes.
+"""Drawing primitives for the scene sections (U-Net, DenseBox): masks, boxes, class colours.
 
-Each function draws and returns the figure; none of them saves or shows it,
-and a model is put in eval mode only for the drawing and restored afterwards.
+Each function draws onto axes or a figure it returns; none saves or shows it.
+The tasks (:mod:`paddle_cnn.tasks`) draw their predictions with these.
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def mask_cmap():
     return ListedColormap(MASK_COLORS, name="fashion_scenes", N=NUM_SEG_CLASSES)
 
 
-def _grid(rows: int, cols: int, size: float = 2.2, fig=None):
+def new_grid(rows: int, cols: int, size: float = 2.2, fig=None):
+    """A figure with a rows x cols array of tick-free axes."""
     import matplotlib.pyplot as plt
 
     if fig is None:
@@ -63,7 +64,7 @@ def draw_boxes(ax, boxes, labels=None, scores=None, color=None, linestyle="-"):
 def plot_scenes(scenes, count: int = 6, fig=None):
     """Sample scenes of a :class:`paddle_cnn.scenes.SceneSet`: image with boxes above, mask below."""
     count = min(count, len(scenes))
-    fig, axes = _grid(2, count, fig=fig)
+    fig, axes = new_grid(2, count, fig=fig)
     for j in range(count):
         s = scenes.scene(j)
         axes[0, j].imshow(s["image"], cmap="gray", vmin=0, vmax=255)
@@ -75,119 +76,9 @@ def plot_scenes(scenes, count: int = 6, fig=None):
     return fig
 
 
-def _eval_mode(model):
-    was_training = model.training
-    model.eval()
-    return was_training
-
-
-def plot_segmentation(model, data, count: int = 4, fig=None):
-    """Test scenes in rows: image | true mask | predicted mask (U-Net homework picture)."""
-    from .scene_tasks import SegmentationTask
-
-    was_training = _eval_mode(model)
-    try:
-        pred = SegmentationTask().predict(model, data, count)
-    finally:
-        if was_training:
-            model.train()
-    scenes = data.test_scenes
-    count = len(pred)
-    fig, axes = _grid(count, 3, fig=fig)
-    for j in range(count):
-        axes[j, 0].imshow(scenes.images[j], cmap="gray", vmin=0, vmax=255)
-        draw_mask(axes[j, 1], scenes.masks[j])
-        draw_mask(axes[j, 2], pred[j])
-        iou_ok = (pred[j] == scenes.masks[j]).mean()
-        axes[j, 2].set_xlabel(f"pixel acc {iou_ok:.2f}", fontsize=8)
-    for ax, title in zip(axes[0], ("image", "truth", "prediction")):
-        ax.set_title(title, fontsize=9)
-    _legend(fig)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    return fig
-
-
-def plot_detections(model, data, count: int = 6, cfg=None, score_threshold: float = 0.3, fig=None):
-    """Test scenes with true boxes (dashed white) and detections above ``score_threshold`` (DenseBox)."""
-    from .scene_tasks import DetectionTask
-
-    was_training = _eval_mode(model)
-    try:
-        dets = DetectionTask().detect(model, data, cfg, count)
-    finally:
-        if was_training:
-            model.train()
-    scenes = data.test_scenes
-    count = len(dets)
-    cols = min(count, 3)
-    rows = -(-count // cols)
-    fig, axes = _grid(rows, cols, size=3.0, fig=fig)
-    for j, ax in enumerate(axes.flat):
-        if j >= count:
-            ax.axis("off")
-            continue
-        s, d = scenes.scene(j), dets[j]
-        ax.imshow(s["image"], cmap="gray", vmin=0, vmax=255)
-        draw_boxes(ax, s["boxes"], color="white", linestyle="--")
-        keep = d["scores"] >= score_threshold
-        draw_boxes(ax, d["boxes"][keep], d["classes"][keep], d["scores"][keep])
-        ax.set_xlim(-0.5, data.canvas - 0.5)
-        ax.set_ylim(data.canvas - 0.5, -0.5)
-    fig.tight_layout()
-    return fig
-
-
-def _legend(fig):
+def class_legend(fig, ncol: int = 6):
+    """The mask colour of every class (background and the ten Fashion-MNIST classes) under the figure."""
     from matplotlib.patches import Patch
 
     handles = [Patch(color=c, label=n) for c, n in zip(MASK_COLORS, ("background",) + CLASSES)]
-    fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=7, frameon=False)
-
-
-def draw_predictions(fig, grid, result, count: int = 16):
-    """Fill a rows x 8 GridSpec with test predictions of a scene model (the homework figure).
-
-    Segmentation: per scene the image and the true mask side by side, the
-    predicted mask under the truth. Detection: one scene per cell with the true
-    boxes dashed white and the detections labelled with class and score.
-    """
-    from .scene_tasks import DetectionTask, SegmentationTask
-
-    model, data = result.model, result.data
-    rows, cols = grid.get_geometry()
-    scenes = data.test_scenes
-    was_training = _eval_mode(model)
-    try:
-        if data.task == "segmentation":
-            pred = SegmentationTask().predict(model, data, cols // 2)
-        else:
-            dets = DetectionTask().detect(model, data, result.config, min(count, rows * cols))
-    finally:
-        if was_training:
-            model.train()
-
-    def cell(r, c):
-        ax = fig.add_subplot(grid[r, c])
-        ax.set_xticks([])
-        ax.set_yticks([])
-        return ax
-
-    if data.task == "segmentation":
-        for j in range(len(pred)):
-            cell(0, 2 * j).imshow(scenes.images[j], cmap="gray", vmin=0, vmax=255)
-            draw_mask(cell(0, 2 * j + 1), scenes.masks[j], "truth")
-            draw_mask(cell(1, 2 * j + 1), pred[j], "prediction")
-            note = cell(1, 2 * j)
-            note.axis("off")
-            note.text(0.5, 0.5, f"pixel acc\n{(pred[j] == scenes.masks[j]).mean():.2f}", ha="center",
-                      va="center", fontsize=8)
-        return
-    for j, d in enumerate(dets):
-        ax = cell(j // cols, j % cols)
-        s = scenes.scene(j)
-        ax.imshow(s["image"], cmap="gray", vmin=0, vmax=255)
-        draw_boxes(ax, s["boxes"], color="white", linestyle="--")
-        keep = d["scores"] >= 0.3
-        draw_boxes(ax, d["boxes"][keep], d["classes"][keep], d["scores"][keep])
-        ax.set_xlim(-0.5, data.canvas - 0.5)
-        ax.set_ylim(data.canvas - 0.5, -0.5)
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=7, frameon=False)

@@ -47,7 +47,7 @@ from typing import Callable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .data import MEAN, STD, FashionMNISTArrays, _epoch_rng, load_fashion_mnist, steps_per_epoch
+from .data import MEAN, STD, FashionMNISTArrays, epoch_indices, load_fashion_mnist, steps_per_epoch
 
 SPLITS = {"train": 0, "test": 1}
 NUM_SEG_CLASSES = 11  # background + the 10 Fashion-MNIST classes
@@ -234,7 +234,7 @@ class FashionScenes:
     ``x`` is the normalised float32 canvas [B, 1, S, S]. The target depends on
     ``target_fn``: None gives the int64 semantic mask [B, S, S] (segmentation);
     a function mapping a :class:`SceneSet` to float32 maps [n, C, h, w] (e.g.
-    :func:`paddle_cnn.models.densebox.encode_targets`) gives those maps,
+    :func:`paddle_cnn.tasks.detection.encode_targets`) gives those maps,
     computed once per scene at construction.
 
     ``flip_channels`` names target channels that swap under a horizontal flip
@@ -297,36 +297,35 @@ class FashionScenes:
     def _target(self, t):
         return t.astype("int64") if self.task == "segmentation" else t
 
-    def train_batches(self, batch_size: int, epoch: int, drop_last: bool = True) -> Iterator:
-        """Shuffled (x, target) batches; order and flips depend only on (seed, epoch)."""
+    def train_batches(self, batch_size: int, epoch: int, drop_last: bool = True, rank: int = 0,
+                      world: int = 1) -> Iterator:
+        """Shuffled (x, target) batches; the order depends only on (seed, epoch), flips on Paddle's
+        generator (seeded per epoch by the trainer). ``rank``/``world``: this process's slice of the
+        global batch (:func:`paddle_cnn.data.epoch_indices`)."""
         import paddle
 
-        if batch_size <= 0:
-            raise ValueError(f"batch size must be positive, got {batch_size}")
-        order = _epoch_rng(self.seed, epoch, 0).permutation(self.num_train)
-        flip_rng = _epoch_rng(self.seed, epoch, 1)
-        for step in range(self.steps_per_epoch(batch_size, drop_last)):
-            picked = order[step * batch_size:(step + 1) * batch_size]
-            idx = paddle.to_tensor(picked)
+        for idx in epoch_indices(self.num_train, batch_size, self.seed, epoch, rank, world, drop_last):
             x, t = self.prepare(paddle.gather(self.train_x, idx)), self._target(paddle.gather(self.train_t, idx))
             if self.augment == "flip":
-                x, t = self._flip(x, t, flip_rng.rand(len(picked)) < 0.5)
+                x, t = self._flip(x, t, paddle.rand([int(idx.shape[0])]) < 0.5)
             yield x, t
 
-    def _flip(self, x, t, which: np.ndarray):
-        """Mirror the chosen examples left-right; mirrored maps swap their left/right channels."""
+    def _flip(self, x, t, sel):
+        """Mirror the examples where ``sel`` (bool [B] on the device) holds; mirrored maps swap their
+        left/right channels."""
         import paddle
 
-        sel = paddle.to_tensor(which)
         x = paddle.where(sel.reshape([-1, 1, 1, 1]), paddle.flip(x, axis=[3]), x)
         if self.task == "segmentation":
             return x, paddle.where(sel.reshape([-1, 1, 1]), paddle.flip(t, axis=[2]), t)
         flipped = paddle.flip(t, axis=[3])
         if self.flip_channels is not None:
-            a, b = self.flip_channels
-            perm = list(range(t.shape[1]))
-            perm[a], perm[b] = b, a
-            flipped = paddle.index_select(flipped, paddle.to_tensor(perm), axis=1)
+            if getattr(self, "_flip_perm", None) is None:  # built once: no host copy per step
+                a, b = self.flip_channels
+                perm = list(range(t.shape[1]))
+                perm[a], perm[b] = b, a
+                self._flip_perm = paddle.to_tensor(perm)
+            flipped = paddle.index_select(flipped, self._flip_perm, axis=1)
         return x, paddle.where(sel.reshape([-1, 1, 1, 1]), flipped, t)
 
     def test_batches(self, batch_size: int = 500) -> Iterator:

@@ -7,8 +7,9 @@ from paddle import nn
 
 from paddle_cnn import metrics
 from paddle_cnn.models import get_model, get_spec
-from paddle_cnn.models.densebox import (DIST_NORM, STRIDE, T_CLASS, T_CONF, T_DIST, T_VALID, DenseBox,
-                                        decode, densebox_loss, encode_boxes, encode_targets, nms, nms_numpy)
+from paddle_cnn.models.densebox import STRIDE, DenseBox
+from paddle_cnn.tasks.detection import (DIST_NORM, T_CLASS, T_CONF, T_DIST, T_VALID, decode, densebox_loss,
+                                        encode_boxes, encode_targets, nms, nms_numpy)
 from paddle_cnn.receptive_field import receptive_field
 from paddle_cnn.scenes import generate_scenes
 

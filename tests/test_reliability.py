@@ -168,12 +168,12 @@ def test_gpu_request_on_cpu_only_paddle(tmp_path):
 
 def test_resume_of_another_model_is_refused(tmp_path):
     make_fake_dataset(tmp_path / "d")
-    base = ["--profile", "smoke", "--data-dir", str(tmp_path / "d"), "--out", str(tmp_path / "o")]
+    base = ["--profile", "smoke", "--batch-size", "20", "--data-dir", str(tmp_path / "d"), "--out", str(tmp_path / "o")]
     assert run_cli("train", "lenet_relu", *base).returncode == 0
     proc = run_cli("train", "lenet", *base, "--resume")
     assert proc.returncode == 2 and "belongs to model 'lenet_relu'" in proc.stderr
     proc = run_cli("train", "lenet_relu", *base, "--resume", "--lr", "0.3")
-    assert proc.returncode == 2 and "another configuration (lr: checkpoint 0.1 vs now 0.3)" in proc.stderr
+    assert proc.returncode == 2 and "another configuration (lr: checkpoint 0.05 vs now 0.3)" in proc.stderr
 
 
 def test_debug_flag_shows_the_traceback():

@@ -130,7 +130,7 @@ def test_flip_augmentation_flips_image_and_target_together():
     # Detection maps: mirrored left-right and the two horizontal distances swapped.
     maps = paddle.arange(2 * 3 * 2 * 2, dtype="float32").reshape([2, 3, 2, 2])
     data.task, data.flip_channels = "detection", (0, 2)
-    _, flipped = data._flip(paddle.zeros([2, 1, 2, 2]), maps, np.array([True, False]))
+    _, flipped = data._flip(paddle.zeros([2, 1, 2, 2]), maps, paddle.to_tensor([True, False]))
     expect = maps.numpy().copy()
     expect[0] = expect[0][[2, 1, 0]][:, :, ::-1]
     np.testing.assert_array_equal(flipped.numpy(), expect)

@@ -9,7 +9,8 @@ from paddle_cnn import metrics
 from paddle_cnn.models import get_model, get_spec
 from paddle_cnn.models.unet import UNet, level_widths
 from paddle_cnn.receptive_field import receptive_field
-from paddle_cnn.scene_tasks import SegmentationTask, dice_loss, get_task
+from paddle_cnn.tasks import get_task
+from paddle_cnn.tasks.segmentation import SegmentationTask, dice_loss
 
 
 @pytest.mark.parametrize("depth, sizes", [(4, [(16, 16), (32, 32), (48, 64), (64, 64)]), (2, [(4, 4), (12, 20)])])

@@ -34,9 +34,7 @@ class AlexNet(Classifier):
     """
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 224, name: str = "alexnet"):
-        super().__init__(name, MIN_SIZE, input_size)
-        if input_size < MIN_SIZE:
-            raise ValueError(f"{name} needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {input_size}")
+        super().__init__(name, MIN_SIZE, input_size, num_classes)
         layers, channels, side = [], in_channels, input_size
         for out_channels, kernel, stride, padding, pool in CONV_ARCH:
             layers += [nn.Conv2D(channels, out_channels, kernel, stride, padding), nn.ReLU()]
@@ -45,7 +43,8 @@ class AlexNet(Classifier):
                 layers.append(nn.MaxPool2D(3, 2))
                 side = out_size(side, 3, 2)
         self.features = nn.Sequential(*layers)  # [N, 1, 224, 224] -> [N, 256, 5, 5]
-        self.head = mlp_head(channels * side * side, num_classes, FC_ARCH, DROPOUT)  # 6400 -> ... -> classes
+        if num_classes:
+            self.head = mlp_head(channels * side * side, num_classes, FC_ARCH, DROPOUT)  # 6400 -> ... -> classes
 
 
 
@@ -59,8 +58,6 @@ class AlexNet(Classifier):
               # Both MKL threads (the default): 152 vs 120 ex/s on one (`python -m benchmarks.threads alexnet`).
               cpu=dict(resize=65, epochs=3, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
                        schedule="onecycle", init="xavier", train_subset=36000, test_subset=5000),
-              smoke=dict(resize=MIN_SIZE, epochs=1, batch_size=64, lr=1e-3, optimizer="adamw", init="xavier",
-                         train_subset=512, test_subset=256),
           ))
 def alexnet(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> AlexNet:
     """AlexNet as in the course (d2l's single-channel version).

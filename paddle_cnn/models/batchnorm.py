@@ -104,17 +104,17 @@ class BNLeNet(Classifier):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 28,
                  norm: str = "scratch", name: str = "lenet_bn_scratch"):
-        super().__init__(name, MIN_SIZE, input_size)
+        super().__init__(name, MIN_SIZE, input_size, num_classes)
         if norm not in ("scratch", "paddle"):
             raise ValueError(f"norm must be 'scratch' or 'paddle', got {norm!r}")
-        if input_size < MIN_SIZE:
-            raise ValueError(f"{name} needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {input_size}")
         layers, channels, side = [], in_channels, input_size
         for out_channels, kernel in CONV_ARCH:
             layers += [nn.Conv2D(channels, out_channels, kernel), _norm(norm, out_channels, 4), nn.Sigmoid(),
                        nn.AvgPool2D(2, 2)]
             channels, side = out_channels, out_size(out_size(side, kernel), 2, 2)  # 28 -> 12 -> 4
         self.features = nn.Sequential(*layers)  # [N, 1, 28, 28] -> [N, 16, 4, 4]
+        if not num_classes:
+            return
         layers, width = [nn.Flatten()], channels * side * side  # 256 at 28x28
         for hidden in FC_ARCH:
             layers += [nn.Linear(width, hidden), _norm(norm, hidden, 2), nn.Sigmoid()]
@@ -128,7 +128,6 @@ _TITLE = ("Batch normalization", "批量规范化")
 # d2l trains both versions with lr 1.0, batch 256, 10 epochs: BN lets sigmoid take a step that large.
 # cpu profiles use one MKL thread: lenet_bn measured 6,662 ex/s on one vs 3,429 on two (2026-11-25).
 _COURSE = dict(resize=28, epochs=10, batch_size=256, lr=1.0, optimizer="sgd", init="xavier")
-_SMOKE = dict(resize=28, epochs=1, batch_size=128, lr=1.0, optimizer="sgd", train_subset=1000, test_subset=500)
 
 
 @register(section="batchnorm", title=_TITLE, min_size=MIN_SIZE, profiles=dict(
@@ -139,7 +138,6 @@ _SMOKE = dict(resize=28, epochs=1, batch_size=128, lr=1.0, optimizer="sgd", trai
     # A cosine decay removes the epoch-to-epoch noise in test accuracy that lr 1.0 leaves in d2l's run.
     cpu=dict(resize=28, epochs=20, batch_size=256, lr=1.0, optimizer="sgd", schedule="cosine", init="xavier",
              cpu_threads=1),
-    smoke=_SMOKE,
 ))
 def lenet_bn_scratch(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> BNLeNet:
     """BN-LeNet with the from-scratch :class:`BatchNorm` (the section's first half).
@@ -156,7 +154,6 @@ def lenet_bn_scratch(num_classes: int = 10, in_channels: int = 1, input_size: in
     # (homework run): 20 epochs ~ 3 min; the cosine decay settles the noisy test accuracy of a constant lr 1.0.
     cpu=dict(resize=28, epochs=20, batch_size=256, lr=1.0, optimizer="sgd", schedule="cosine", init="xavier",
              cpu_threads=1),
-    smoke=_SMOKE,
 ))
 def lenet_bn(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> BNLeNet:
     """BN-LeNet with Paddle's ``nn.BatchNorm2D`` / ``nn.BatchNorm1D`` (the concise implementation).

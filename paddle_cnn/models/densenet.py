@@ -31,9 +31,7 @@ class DenseNet(Classifier):
 
     def __init__(self, num_convs=NUM_CONVS_IN_DENSE_BLOCKS, growth_rate: int = GROWTH_RATE,
                  num_classes: int = 10, in_channels: int = 1, input_size: int = 96, name: str = "densenet"):
-        super().__init__(name, MIN_SIZE)
-        if input_size < MIN_SIZE:
-            raise ValueError(f"{name} needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {input_size}")
+        super().__init__(name, MIN_SIZE, input_size, num_classes, fixed_input=False)
         self.stem = resnet_stem(in_channels, STEM_CHANNELS)  # [N, 1, 96, 96] -> [N, 64, 24, 24]
         blocks, channels = [], STEM_CHANNELS
         for i, n in enumerate(num_convs):
@@ -43,13 +41,15 @@ class DenseNet(Classifier):
                 blocks.append(transition(channels, channels // 2))  # halves channels and side
                 channels //= 2
         self.blocks = nn.Sequential(*blocks)  # 96: -> [N, 248, 3, 3]
-        self.head = nn.Sequential(nn.BatchNorm2D(channels), nn.ReLU(),
-                                  nn.AdaptiveAvgPool2D(1), nn.Flatten(),  # -> [N, 248]
-                                  nn.Linear(channels, num_classes))  # -> [N, num_classes]
+        # Pre-activation blocks leave the last output un-normalised: one more BN + ReLU ends the features.
+        self.norm = nn.Sequential(nn.BatchNorm2D(channels), nn.ReLU())
+        if num_classes:
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2D(1), nn.Flatten(),  # -> [N, 248]
+                                      nn.Linear(channels, num_classes))  # -> [N, num_classes]
         self.num_features = channels
 
     def forward_features(self, x):
-        return self.blocks(self.stem(x))
+        return self.norm(self.blocks(self.stem(x)))
 
 
 
@@ -63,8 +63,6 @@ class DenseNet(Classifier):
               # One MKL thread: 320 vs 173 ex/s on two (`python -m benchmarks.threads densenet`).
               cpu=dict(resize=32, epochs=4, batch_size=128, lr=0.1, optimizer="sgd", momentum=0.9,
                        weight_decay=5e-4, schedule="onecycle", init="xavier", cpu_threads=1),
-              smoke=dict(resize=32, epochs=1, batch_size=64, lr=0.1, optimizer="sgd", momentum=0.9,
-                         init="xavier", train_subset=512, test_subset=256),
           ))
 def densenet(num_classes: int = 10, in_channels: int = 1, input_size: int = 96,
              num_convs=NUM_CONVS_IN_DENSE_BLOCKS, growth_rate: int = GROWTH_RATE) -> DenseNet:

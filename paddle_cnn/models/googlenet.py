@@ -47,9 +47,7 @@ class GoogLeNet(Classifier):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 96,
                  name: str = "googlenet"):
-        super().__init__(name, MIN_SIZE)
-        if input_size < MIN_SIZE:
-            raise ValueError(f"{name} needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {input_size}")
+        super().__init__(name, MIN_SIZE, input_size, num_classes, fixed_input=False)
         stages, channels = [], in_channels
         for convs in STEM_ARCH:
             layers = []
@@ -65,8 +63,9 @@ class GoogLeNet(Classifier):
             last = i == len(INCEPTION_ARCH) - 1
             stages.append(nn.Sequential(*layers, *([] if last else [_pool()])))  # b3 480x6x6, b4 832x3x3, b5 1024x3x3
         self.features = nn.Sequential(*stages)  # [N, 1, 96, 96] -> [N, 1024, 3, 3]
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2D(1), nn.Flatten(),  # -> [N, 1024]
-                                  nn.Linear(channels, num_classes))  # -> [N, num_classes]
+        if num_classes:
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2D(1), nn.Flatten(),  # -> [N, 1024]
+                                      nn.Linear(channels, num_classes))  # -> [N, num_classes]
 
 
 
@@ -81,8 +80,6 @@ class GoogLeNet(Classifier):
               cpu=dict(resize=32, epochs=3, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
                        schedule="onecycle", init="xavier", train_subset=45000, test_subset=5000,
                        cpu_threads=1),
-              smoke=dict(resize=32, epochs=1, batch_size=64, lr=1e-3, optimizer="adamw", init="xavier",
-                         train_subset=512, test_subset=256),
           ))
 def googlenet(num_classes: int = 10, in_channels: int = 1, input_size: int = 96) -> GoogLeNet:
     """GoogLeNet as in the course (d2l's version, trained at 96x96).

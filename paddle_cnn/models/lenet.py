@@ -26,9 +26,7 @@ class LeNet(Classifier):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 28,
                  activation: str = "sigmoid", pool: str = "avg", name: str = "lenet"):
-        super().__init__(name, MIN_SIZE, input_size)
-        if input_size < MIN_SIZE:
-            raise ValueError(f"{name} needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {input_size}")
+        super().__init__(name, MIN_SIZE, input_size, num_classes)
         act = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}[activation]
         pool_layer = {"avg": nn.AvgPool2D, "max": nn.MaxPool2D}[pool]
         layers, channels, side = [], in_channels, input_size
@@ -36,6 +34,8 @@ class LeNet(Classifier):
             layers += [nn.Conv2D(channels, out_channels, kernel, padding=padding), act(), pool_layer(2, 2)]
             channels, side = out_channels, out_size(out_size(side, kernel, 1, padding), 2, 2)
         self.features = nn.Sequential(*layers)  # [N, 1, 28, 28] -> [N, 16, 5, 5]
+        if not num_classes:
+            return
         layers, width = [nn.Flatten()], channels * side * side  # 16 * 5 * 5 = 400 at 28x28
         for hidden in FC_ARCH:
             layers += [nn.Linear(width, hidden), act()]
@@ -52,7 +52,6 @@ _LENET_PROFILES = dict(
     # Keeps the textbook setting but doubles the epochs, which sigmoid LeNet needs
     # to leave its early plateau.
     cpu=dict(resize=28, epochs=20, batch_size=256, lr=0.9, optimizer="sgd", cpu_threads=1),
-    smoke=dict(resize=28, epochs=1, batch_size=128, lr=0.9, train_subset=1000, test_subset=500),
 )
 
 
@@ -75,8 +74,6 @@ def lenet(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> 
               # Batch 64 (not 256) gives 4x the updates per epoch at the same speed.
               cpu=dict(resize=28, epochs=15, batch_size=64, lr=0.05, optimizer="sgd", momentum=0.9,
                        schedule="cosine", cpu_threads=1),
-              smoke=dict(resize=28, epochs=1, batch_size=128, lr=0.1, momentum=0.9,
-                         train_subset=1000, test_subset=500),
           ))
 def lenet_relu(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> LeNet:
     """LeNet with ReLU and max-pooling, the exercise variant.

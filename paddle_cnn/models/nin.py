@@ -32,18 +32,17 @@ class NiN(Classifier):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 224,
                  num_1x1: int = 2, name: str = "nin"):
-        super().__init__(name, MIN_SIZE)
         # Fully convolutional: input_size is only checked, the layers do not depend on it.
-        if input_size < MIN_SIZE:
-            raise ValueError(f"{name} needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {input_size}")
+        super().__init__(name, MIN_SIZE, input_size, num_classes, fixed_input=False)
         layers, channels = [], in_channels
         for out_channels, kernel, stride, padding in NIN_ARCH:
             layers += [nin_block(channels, out_channels, kernel, stride, padding, num_1x1),
                        nn.MaxPool2D(3, stride=2)]  # 224: 54 -> 26, 26 -> 12, 12 -> 5
             channels = out_channels
-        layers += [nn.Dropout(DROPOUT), nin_block(channels, num_classes, *HEAD_BLOCK, num_1x1)]
+        if num_classes:  # the last NiN block has one output channel per class
+            layers += [nn.Dropout(DROPOUT), nin_block(channels, num_classes, *HEAD_BLOCK, num_1x1)]
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2D(1), nn.Flatten())  # -> [N, num_classes]
         self.features = nn.Sequential(*layers)  # [N, 1, 224, 224] -> [N, num_classes, 5, 5]
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2D(1), nn.Flatten())  # -> [N, num_classes]
 
 
 
@@ -59,8 +58,6 @@ _TITLE = ("Network in network (NiN)", "网络中的网络（NiN）")
     # on one (`python -m benchmarks.threads nin`).
     cpu=dict(resize=MIN_SIZE, epochs=3, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
              schedule="onecycle", init="xavier", train_subset=40000, test_subset=5000),
-    smoke=dict(resize=MIN_SIZE, epochs=1, batch_size=64, lr=1e-3, optimizer="adamw", init="xavier",
-               train_subset=512, test_subset=256),
 ))
 def nin(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> NiN:
     """NiN as in the course: two 1x1 convolutions per block.
@@ -78,8 +75,6 @@ def nin(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> N
     # Both MKL threads: 217 vs 193 ex/s on one (`python -m benchmarks.threads nin_one_1x1`).
     cpu=dict(resize=MIN_SIZE, epochs=3, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
              schedule="onecycle", init="xavier", test_subset=5000),
-    smoke=dict(resize=MIN_SIZE, epochs=1, batch_size=64, lr=1e-3, optimizer="adamw", init="xavier",
-               train_subset=512, test_subset=256),
 ))
 def nin_one_1x1(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> NiN:
     """The course exercise: NiN with one 1x1 convolution per block instead of two.

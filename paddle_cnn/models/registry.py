@@ -3,7 +3,9 @@
 A factory is registered once, with the course section it belongs to, its task
 and three hyper-parameter profiles (``course``, ``cpu``, ``smoke``). A profile
 is a dict of :class:`paddle_cnn.trainer.TrainConfig` fields; whatever it leaves
-out keeps the TrainConfig default.
+out keeps the TrainConfig default. ``smoke`` (seconds, for tests and notebook
+CI) is derived from ``cpu`` by :func:`smoke_profile`; a factory gives only what
+differs from that.
 """
 from __future__ import annotations
 
@@ -35,14 +37,39 @@ class ModelSpec:
 REGISTRY: Dict[str, ModelSpec] = {}
 
 
+# What makes a cpu profile a smoke profile: one short epoch on a few examples (scenes for scene tasks).
+SMOKE = {
+    "classification": dict(epochs=1, train_subset=512, test_subset=256, batch_size=64),
+    "segmentation": dict(epochs=1, train_subset=256, test_subset=64, batch_size=16),
+    "detection": dict(epochs=1, train_subset=256, test_subset=64, batch_size=16),
+}
+
+
+def smoke_profile(cpu: dict, task: str, overrides: dict | None = None) -> dict:
+    """The cpu profile shrunk to seconds: :data:`SMOKE` sizes, a constant learning rate, default threads."""
+    smoke = {k: v for k, v in cpu.items() if k not in ("schedule", "warmup_epochs", "cpu_threads")}
+    smoke.update(SMOKE[task])
+    smoke["batch_size"] = min(smoke["batch_size"], cpu.get("batch_size", smoke["batch_size"]))
+    smoke.update(overrides or {})
+    return smoke
+
+
 def register(*, section: str, title: Tuple[str, str], task: str = "classification",
              min_size: int, profiles: Dict[str, dict]):
-    """Decorator that records a factory in :data:`REGISTRY` under its own name."""
+    """Decorator that records a factory in :data:`REGISTRY` under its own name.
+
+    ``profiles`` needs ``course`` and ``cpu``; ``smoke``, if given, holds only
+    the differences from :func:`smoke_profile` of the cpu profile.
+    """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
-    missing = set(PROFILES) - set(profiles)
+    missing = {"course", "cpu"} - set(profiles)
     if missing:
         raise ValueError(f"profiles {sorted(missing)} are missing")
+    unknown = set(profiles) - set(PROFILES)
+    if unknown:
+        raise ValueError(f"unknown profiles {sorted(unknown)}; profiles are {PROFILES}")
+    profiles = {**profiles, "smoke": smoke_profile(profiles["cpu"], task, profiles.get("smoke"))}
 
     def decorate(fn: Callable) -> Callable:
         if fn.__name__ in REGISTRY:

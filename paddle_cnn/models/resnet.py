@@ -29,9 +29,7 @@ class ResNet(Classifier):
 
     def __init__(self, stage_arch=RESNET18_ARCH, num_classes: int = 10, in_channels: int = 1,
                  input_size: int = 96, name: str = "resnet"):
-        super().__init__(name, MIN_SIZE)
-        if input_size < MIN_SIZE:
-            raise ValueError(f"{name} needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {input_size}")
+        super().__init__(name, MIN_SIZE, input_size, num_classes, fixed_input=False)
         self.stem = resnet_stem(in_channels, STEM_CHANNELS)  # [N, 1, 96, 96] -> [N, 64, 24, 24]
         stages, channels = [], STEM_CHANNELS
         for i, (out_channels, num_residuals) in enumerate(stage_arch):
@@ -39,8 +37,9 @@ class ResNet(Classifier):
             stages.append(self._make_stage(channels, out_channels, num_residuals, downsample=i > 0))
             channels = out_channels
         self.stages = nn.Sequential(*stages)  # 96: 64x24x24, 128x12x12, 256x6x6, 512x3x3
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2D(1), nn.Flatten(),  # -> [N, 512]
-                                  nn.Linear(channels, num_classes))  # -> [N, num_classes]
+        if num_classes:
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2D(1), nn.Flatten(),  # -> [N, 512]
+                                      nn.Linear(channels, num_classes))  # -> [N, num_classes]
 
     @staticmethod
     def _make_stage(in_channels: int, out_channels: int, num_residuals: int, downsample: bool) -> nn.Sequential:
@@ -64,8 +63,6 @@ class ResNet(Classifier):
               cpu=dict(resize=28, epochs=3, batch_size=128, lr=0.1, optimizer="sgd", momentum=0.9,
                        weight_decay=5e-4, schedule="onecycle", init="xavier", train_subset=45000,
                        test_subset=5000, cpu_threads=1),
-              smoke=dict(resize=28, epochs=1, batch_size=64, lr=0.05, optimizer="sgd", momentum=0.9,
-                         init="xavier", train_subset=512, test_subset=256),
           ))
 def resnet18(num_classes: int = 10, in_channels: int = 1, input_size: int = 96,
              stage_arch=RESNET18_ARCH) -> ResNet:

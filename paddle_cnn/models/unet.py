@@ -113,9 +113,7 @@ class UNet(nn.Layer):
               cpu=dict(resize=64, epochs=4, batch_size=32, lr=3e-3, optimizer="adam", schedule="cosine",
                        model_args=dict(base_width=8), task_args=dict(num_train_scenes=16000, num_test_scenes=1000),
                        cpu_threads=1),
-              # Seconds: 256 scenes of 48x48, narrow widths, one epoch.
-              smoke=dict(resize=48, epochs=1, batch_size=16, lr=3e-3, optimizer="adam", model_args=dict(base_width=8),
-                         task_args=dict(num_train_scenes=256, num_test_scenes=64)),
+              smoke=dict(resize=48),  # the smallest canvas that still holds an item at 1.5x
           ))
 def unet(num_classes: int = 11, in_channels: int = 1, input_size: int = 64, depth: int = DEPTH,
          base_width: int = BASE_WIDTH) -> UNet:

@@ -30,15 +30,14 @@ class VGG(Classifier):
 
     def __init__(self, conv_arch=VGG11_ARCH, num_classes: int = 10, in_channels: int = 1,
                  input_size: int = 224, name: str = "vgg"):
-        super().__init__(name, MIN_SIZE, input_size)
-        if input_size < MIN_SIZE:
-            raise ValueError(f"{name} needs inputs of at least {MIN_SIZE}x{MIN_SIZE} pixels, got {input_size}")
+        super().__init__(name, MIN_SIZE, input_size, num_classes)
         blocks, channels, side = [], in_channels, input_size
         for num_convs, out_channels in conv_arch:
             blocks.append(vgg_block(num_convs, channels, out_channels))
             channels, side = out_channels, side // 2
         self.features = nn.Sequential(*blocks)  # [N, 1, 224, 224] -> [N, 512, 7, 7]
-        self.head = mlp_head(channels * side * side, num_classes, FC_ARCH, DROPOUT)  # 25088 -> ... -> classes
+        if num_classes:
+            self.head = mlp_head(channels * side * side, num_classes, FC_ARCH, DROPOUT)  # 25088 -> ... -> classes
 
 
 
@@ -52,8 +51,6 @@ _TITLE = ("Networks using blocks (VGG)", "使用块的网络（VGG）")
     # the small one's conv work, so one pass over 40k examples (~16 min) is all that fits.
     cpu=dict(resize=32, epochs=1, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
              schedule="onecycle", init="xavier", train_subset=40000, test_subset=5000),
-    smoke=dict(resize=MIN_SIZE, epochs=1, batch_size=64, lr=1e-3, optimizer="adamw", init="xavier",
-               train_subset=512, test_subset=256),
 ))
 def vgg11(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> VGG:
     """VGG-11 with the original channel widths.
@@ -73,8 +70,6 @@ def vgg11(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) ->
     # One MKL thread: 285 vs 259 ex/s on two (`python -m benchmarks.threads vgg11_small`).
     cpu=dict(resize=32, epochs=4, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
              schedule="onecycle", init="xavier", cpu_threads=1),
-    smoke=dict(resize=MIN_SIZE, epochs=1, batch_size=64, lr=1e-3, optimizer="adamw", init="xavier",
-               train_subset=512, test_subset=256),
 ))
 def vgg11_small(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> VGG:
     """VGG-11 with a quarter of the channels, the version d2l trains on Fashion-MNIST.

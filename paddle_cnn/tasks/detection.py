@@ -1,0 +1,262 @@
+"""Detection (the DenseBox section): targets, loss, decoding, AP50 and box pictures.
+
+DenseBox (Huang et al., 2015) predicts at every cell of a stride-4 map a
+confidence that an item's centre is near and the four distances to its box's
+sides. This task turns scene boxes into those target maps (NumPy, once per
+scene), trains them with the paper's loss (on-device hard-negative mining),
+and decodes the maps into boxes (threshold, distances to boxes, NMS).
+
+Target maps, one per scene, float32 [7, S/4, S/4], channels:
+    0 T_CONF   1 on positive cells, else 0
+    1 T_VALID  0 on ignored (gray-zone) cells, else 1
+    2-5 T_DIST distances (cx - x1, cy - y1, x2 - cx, y2 - cy) / DIST_NORM from
+               the cell centre (cx, cy) in input pixels; 0 off positives
+    6 T_CLASS  Fashion-MNIST class of the owning box on positives, else -1
+"""
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+from .. import metrics
+from ..metrics import box_iou
+from ..models.densebox import STRIDE
+from ..runtime import evaluating
+from ..scene_plots import draw_boxes, new_grid
+from ._scene import SceneTask, cell_axes
+
+# Targets: the paper's positive radius is 0.3 x the box size; we take the box
+# size as sqrt(w * h) so that thin items (trousers) still get a round blob.
+POS_RADIUS = 0.3
+GRAY_CELLS = 2         # ignored ring around the positives, in output cells
+DIST_NORM = 16.0       # distances in input pixels / 16: items are 20-42 px, targets stay around 0-2
+T_CONF, T_VALID, T_DIST, T_CLASS = 0, 1, slice(2, 6), 6
+NUM_TARGET_CHANNELS = 7
+FLIP_CHANNELS = (2, 4)  # cx - x1 and x2 - cx swap under a horizontal flip
+
+
+class DetectionTask(SceneTask):
+    """DenseBox detection; headline metric: class-agnostic AP at IoU 0.5, plus matched class accuracy.
+
+    The train metric is the cell accuracy of the confidence map: the fraction
+    of output cells where (confidence > 0.5) agrees with the target, ignored
+    (gray-zone) cells counting as agreeing. It is divided by the number of
+    cells, known without reading the device, so it costs no host sync.
+    """
+    name = "detection"
+    metric = "ap50"
+    metric_label = "test AP50"
+    train_metric_label = "train cell acc"
+    task_defaults = dict(lambda_loc=3.0, class_weight=1.0, hard_fraction=0.5,
+                         score_threshold=0.05, nms_iou=0.5, max_detections=20)
+
+    def _data_kwargs(self) -> dict:
+        return dict(target_fn=encode_targets, flip_channels=FLIP_CHANNELS)
+
+    def loss(self, out, target, cfg):
+        a = self.args(cfg)
+        return densebox_loss(out, target, a["lambda_loc"], a["class_weight"], a["hard_fraction"])
+
+    def train_hits(self, out, target):
+        agree = (out["conf"][:, 0] > 0.5) == (target[:, T_CONF] > 0.5)
+        return (agree | (target[:, T_VALID] < 0.5)).astype("float32").sum(), int(np.prod(agree.shape))
+
+    @paddle.no_grad()
+    def detect(self, model, data, cfg=None, count: int | None = None, batch_size: int = 256) -> list:
+        """Decoded detections (dicts of boxes, scores, classes) of the first ``count`` test scenes.
+
+        The model must be in eval mode. Each batch's maps cross to the host once;
+        thresholding and NMS then run in NumPy, with no per-image device round trip.
+        """
+        a = self.args(cfg)
+        dets = []
+        for x, _ in data.test_batches(batch_size):
+            dets += decode(model(x), a["score_threshold"], a["nms_iou"], a["max_detections"])
+            if count is not None and len(dets) >= count:
+                break
+        return dets[:count]
+
+    @paddle.no_grad()
+    def evaluate(self, model, data, cfg, batch_size: int) -> dict:
+        dets = self.detect(model, data, cfg, batch_size=batch_size)
+        s = data.test_scenes
+        truth = [(s.boxes[j, :s.counts[j]], s.labels[j, :s.counts[j]]) for j in range(len(s))]
+        return {"ap50": metrics.average_precision(dets, truth, 0.5),
+                "class_acc": metrics.matched_class_accuracy(dets, truth, 0.5),
+                "dets_per_scene": sum(len(d["scores"]) for d in dets) / max(1, len(dets))}
+
+    def draw_predictions(self, fig, grid, model, data, cfg=None, count: int = 16, score_threshold: float = 0.3):
+        """One scene per cell: true boxes dashed white, detections above ``score_threshold`` with class and score."""
+        rows, cols = grid.get_geometry()
+        dets = self.detect(model, data, cfg, min(count, rows * cols))
+        for j, d in enumerate(dets):
+            _draw_scene(cell_axes(fig, grid, j // cols, j % cols), data.test_scenes.scene(j), d, data.canvas,
+                        score_threshold)
+
+
+# --------------------------------------------------------------------------- targets
+def encode_targets(scenes, stride: int = STRIDE, chunk: int = 2048) -> np.ndarray:
+    """Target maps [n, 7, S/stride, S/stride] for a :class:`paddle_cnn.scenes.SceneSet`.
+
+    A cell is positive for a box when its centre lies within POS_RADIUS x
+    sqrt(w h) of the box centre (the cell holding the centre always is);
+    cells within GRAY_CELLS more cells are ignored. Where several boxes claim
+    a cell as positive, the one with the nearest centre owns it.
+    """
+    return encode_boxes(scenes.boxes, scenes.labels, scenes.counts, scenes.config.canvas, stride, chunk)
+
+
+
+def encode_boxes(boxes: np.ndarray, labels: np.ndarray, counts: np.ndarray, canvas: int,
+                 stride: int = STRIDE, chunk: int = 2048) -> np.ndarray:
+    """:func:`encode_targets` from padded arrays: boxes [n, K, 4], labels [n, K], counts [n]."""
+    n, K = labels.shape
+    G = canvas // stride
+    centre = (np.arange(G) + 0.5) * stride                      # cell centres in input pixels
+    out = np.zeros((n, NUM_TARGET_CHANNELS, G, G), np.float32)
+    for a in range(0, n, chunk):
+        b = boxes[a:a + chunk].astype(np.float32)               # [m, K, 4]
+        real = np.arange(K)[None, :] < counts[a:a + chunk, None]
+        bx, by = (b[..., 0] + b[..., 2]) / 2, (b[..., 1] + b[..., 3]) / 2
+        radius = POS_RADIUS * np.sqrt((b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]))
+        dx = centre[None, None, None, :] - bx[..., None, None]  # [m, K, 1, G]
+        dy = centre[None, None, :, None] - by[..., None, None]  # [m, K, G, 1]
+        d = np.sqrt(dx ** 2 + dy ** 2)                          # [m, K, G, G]
+        home = ((np.arange(G)[None, None, :, None] == (by // stride)[..., None, None])
+                & (np.arange(G)[None, None, None, :] == (bx // stride)[..., None, None]))
+        pos = real[..., None, None] & ((d <= radius[..., None, None]) | home)
+        gray = real[..., None, None] & (d <= radius[..., None, None] + GRAY_CELLS * stride)
+        owner = np.where(pos, d, np.inf).argmin(1)              # [m, G, G]
+        positive = pos.any(1)
+        own = np.take_along_axis(b, owner.reshape(len(b), -1, 1), 1).reshape(len(b), G, G, 4)
+        cx, cy = centre[None, None, :], centre[None, :, None]
+        dist = np.stack([cx - own[..., 0], cy - own[..., 1], own[..., 2] - cx, own[..., 3] - cy], 1) / DIST_NORM
+        t = out[a:a + chunk]
+        t[:, T_CONF] = positive
+        t[:, T_VALID] = ~(gray.any(1) & ~positive)
+        t[:, T_DIST] = np.where(positive[:, None], dist, 0)
+        owner_label = np.take_along_axis(labels[a:a + chunk], owner.reshape(len(b), -1), 1).reshape(len(b), G, G)
+        t[:, T_CLASS] = np.where(positive, owner_label, -1)
+    return out
+
+
+# --------------------------------------------------------------------------- loss
+def _rank_desc(key):
+    """Rank of each entry within its row, 0 for the largest (two argsorts, all on the device), as float32."""
+    return paddle.argsort(paddle.argsort(key, axis=1, descending=True), axis=1).astype("float32")
+
+
+def densebox_loss(out: dict, target, lambda_loc: float = 3.0, class_weight: float = 1.0,
+                  hard_fraction: float = 0.5):
+    """The paper's loss: L2 confidence on positives + mined negatives, plus lambda_loc x L2 distances.
+
+    Negatives are mined per image to match its positives 1:1: the
+    ``hard_fraction`` with the largest confidence error, the rest drawn at
+    random among the other negatives (``paddle.rand``, i.e. Paddle's seeded
+    generator). Both choices are ranks computed for the whole batch at once.
+    Ignored cells never enter any term. With a class head, its cross entropy
+    over positives is added with ``class_weight``.
+    """
+    conf = out["conf"].flatten(1)                                     # [B, M]
+    pos = target[:, T_CONF].flatten(1)                                # [B, M] 0/1
+    neg = target[:, T_VALID].flatten(1) * (1 - pos)
+    err = (conf - pos) ** 2
+    n_pos = pos.sum(1, keepdim=True)                                  # [B, 1]
+    n_neg = paddle.minimum(n_pos, neg.sum(1, keepdim=True))
+    n_hard = paddle.ceil(n_neg * hard_fraction)
+    hardness = paddle.where(neg > 0, err.detach(), paddle.full_like(err, -1.0))
+    hard = neg * (_rank_desc(hardness) < n_hard).astype("float32")             # the hardest half
+    rest = neg - hard
+    lottery = paddle.where(rest > 0, paddle.rand(rest.shape), paddle.full_like(rest, -1.0))
+    rand = rest * (_rank_desc(lottery) < n_neg - n_hard).astype("float32")   # the other half at random
+    chosen = pos + hard + rand
+    loss = (err * chosen).sum() / chosen.sum().clip(min=1.0)
+
+    n_all = pos.sum().clip(min=1.0)
+    sq = ((out["dist"] - target[:, T_DIST]) ** 2).sum(1).flatten(1)  # [B, M]
+    loss = loss + lambda_loc * (sq * pos).sum() / n_all
+    if "cls" in out and class_weight:
+        logits = out["cls"].transpose([0, 2, 3, 1]).reshape([-1, out["cls"].shape[1]])
+        label = target[:, T_CLASS].flatten().clip(min=0).astype("int64")
+        ce = F.cross_entropy(logits, label, reduction="none").flatten()
+        loss = loss + class_weight * (ce * pos.flatten()).sum() / n_all
+    return loss
+
+
+# --------------------------------------------------------------------------- decoding
+def nms_numpy(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS: indices kept, best score first; a box goes when its IoU with a kept one exceeds the threshold."""
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    while len(order):
+        i, order = order[0], order[1:]
+        keep.append(i)
+        order = order[box_iou(boxes[i:i + 1], boxes[order])[0] <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, backend: str = "numpy") -> np.ndarray:
+    """Greedy NMS: :func:`nms_numpy` ('numpy', for boxes already on the host), or ``paddle.vision.ops.nms``
+    ('paddle'; 'auto' takes it when this Paddle has it)."""
+    if len(boxes) == 0:
+        return np.zeros(0, np.int64)
+    op = getattr(getattr(paddle.vision, "ops", None), "nms", None)
+    if backend == "numpy" or (backend == "auto" and op is None):
+        return nms_numpy(boxes, scores, iou_threshold)
+    if op is None:
+        raise ValueError("this Paddle has no paddle.vision.ops.nms; use backend='numpy'")
+    kept = op(paddle.to_tensor(boxes.astype(np.float32)), iou_threshold,
+              scores=paddle.to_tensor(scores.astype(np.float32)))
+    return kept.numpy().astype(np.int64).reshape(-1)
+
+
+def decode(out: dict, score_threshold: float = 0.05, nms_iou: float = 0.5, max_detections: int = 20,
+           stride: int = STRIDE, backend: str = "numpy") -> List[dict]:
+    """Detections per image: cells above the threshold -> boxes from their distances -> NMS.
+
+    Returns one dict per image with ``boxes`` [m, 4] (input pixels), ``scores``
+    [m] and ``classes`` [m] (argmax of the class head, -1 without one).
+    """
+    conf = out["conf"].astype("float32").numpy()[:, 0]                      # [B, G, G]
+    dist = out["dist"].astype("float32").numpy() * DIST_NORM                # [B, 4, G, G]
+    cls = out["cls"].astype("float32").numpy().argmax(1) if "cls" in out else np.full(conf.shape, -1)
+    G = conf.shape[-1]
+    cx = (np.arange(G) + 0.5) * stride
+    boxes = np.stack([cx[None, None, :] - dist[:, 0], cx[None, :, None] - dist[:, 1],
+                      cx[None, None, :] + dist[:, 2], cx[None, :, None] + dist[:, 3]], -1)  # [B, G, G, 4]
+    dets = []
+    for j in range(len(conf)):
+        hit = conf[j] >= score_threshold
+        b, s, c = boxes[j][hit].astype(np.float32), conf[j][hit], cls[j][hit]
+        keep = nms(b, s, nms_iou, backend)[:max_detections]
+        dets.append({"boxes": b[keep].reshape(-1, 4), "scores": s[keep], "classes": c[keep]})
+    return dets
+
+
+# --------------------------------------------------------------------------- pictures
+def _draw_scene(ax, scene, det, canvas: int, score_threshold: float) -> None:
+    ax.imshow(scene["image"], cmap="gray", vmin=0, vmax=255)
+    draw_boxes(ax, scene["boxes"], color="white", linestyle="--")
+    keep = det["scores"] >= score_threshold
+    draw_boxes(ax, det["boxes"][keep], det["classes"][keep], det["scores"][keep])
+    ax.set_xlim(-0.5, canvas - 0.5)
+    ax.set_ylim(canvas - 0.5, -0.5)
+
+
+def plot_detections(model, data, count: int = 6, cfg=None, score_threshold: float = 0.3, fig=None):
+    """Test scenes with true boxes (dashed white) and detections above ``score_threshold``."""
+    with evaluating(model):
+        dets = DetectionTask().detect(model, data, cfg, count)
+    count = len(dets)
+    cols = min(count, 3)
+    fig, axes = new_grid(-(-count // cols), cols, size=3.0, fig=fig)
+    for j, ax in enumerate(axes.flat):
+        if j < count:
+            _draw_scene(ax, data.test_scenes.scene(j), dets[j], data.canvas, score_threshold)
+        else:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
