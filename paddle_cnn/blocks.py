@@ -141,11 +141,16 @@ class Residual(nn.Layer):
     The first convolution carries the stride. When it changes the side or the
     channel count, the shortcut needs ``use_1x1conv=True``: a 1x1 convolution
     with the same stride makes the input the same shape as the output.
+
+    ``residual=False`` drops the shortcut (and its 1x1 convolution): the same
+    two convolutions as a plain block, for the section's plain-vs-residual
+    experiment at equal depth.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, use_1x1conv: bool = False, stride: int = 1):
+    def __init__(self, in_channels: int, out_channels: int, use_1x1conv: bool = False, stride: int = 1,
+                 residual: bool = True):
         super().__init__()
-        if not use_1x1conv and (stride != 1 or in_channels != out_channels):
+        if residual and not use_1x1conv and (stride != 1 or in_channels != out_channels):
             raise ValueError(
                 f"Residual({in_channels}, {out_channels}, stride={stride}) changes the shape, "
                 "so the shortcut needs use_1x1conv=True"
@@ -154,13 +159,15 @@ class Residual(nn.Layer):
         self.bn1 = nn.BatchNorm2D(out_channels)
         self.conv2 = nn.Conv2D(out_channels, out_channels, 3, padding=1)
         self.bn2 = nn.BatchNorm2D(out_channels)
-        self.conv3 = nn.Conv2D(in_channels, out_channels, 1, stride=stride) if use_1x1conv else None
+        self.conv3 = nn.Conv2D(in_channels, out_channels, 1, stride=stride) if use_1x1conv and residual else None
         self.relu = nn.ReLU()
-        self.out_channels = out_channels
+        self.out_channels, self.residual = out_channels, residual
 
     def forward(self, x):
         y = self.relu(self.bn1(self.conv1(x)))  # [N, in, H, W] -> [N, out, H/s, W/s]
         y = self.bn2(self.conv2(y))
+        if not self.residual:                   # plain block: nothing to fall back on but g(x)
+            return self.relu(y)
         shortcut = x if self.conv3 is None else self.conv3(x)  # -> [N, out, H/s, W/s]
         return self.relu(y + shortcut)
 

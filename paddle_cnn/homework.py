@@ -61,9 +61,7 @@ def run(model: str, profile: str = "auto", device: str = "auto", root=None, data
     spec = get_spec(model)
     cfg = config_for(model, profile, device=device, **overrides)
     in_repo = homework_root(root).resolve() == ROOT.resolve()
-    if cfg.profile == "smoke" and in_repo:
-        raise ValueError("homework/ records real measurements: use the cpu, course or auto profile, "
-                         "or send smoke runs elsewhere with root=... / PADDLE_CNN_HOMEWORK=DIR")
+    _refuse_smoke_in_repo(cfg, root)  # before hours of training, not after
     # Checkpoints of the run (for --resume) stay out of the folder that gets committed.
     scratch = (ROOT.parent / "runs" / "homework" if in_repo else homework_root(root) / ".runs") / model
     result = train_run(cfg, out=scratch, resume=resume, data_dir=data_dir, progress=progress, log=log)
@@ -96,10 +94,22 @@ def _run_entry(result, spec) -> dict:
     return entry
 
 
+def _refuse_smoke_in_repo(cfg, root=None) -> None:
+    if cfg.profile == "smoke" and homework_root(root).resolve() == ROOT.resolve():
+        raise ValueError("homework/ records real measurements: use the cpu, course or auto profile, "
+                         "or send smoke runs elsewhere with root=... / PADDLE_CNN_HOMEWORK=DIR")
+
+
 def record(result, spec=None, root=None) -> dict:
-    """Add ``result`` (a FitResult) to its section's results.json, then redraw and retable."""
+    """Add ``result`` (a FitResult) to its section's results.json, then redraw and retable.
+
+    The notebooks call this with the result they have just trained, so the
+    homework folder holds exactly the run the reader saw. A smoke-profile
+    result is refused when it would land in the repository's ``homework/``.
+    """
     from .models import get_spec
 
+    _refuse_smoke_in_repo(result.config, root)
     spec = spec or get_spec(result.config.model)
     folder = homework_root(root) / spec.section
     path = folder / "results.json"

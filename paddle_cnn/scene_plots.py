@@ -42,8 +42,13 @@ def draw_mask(ax, mask: np.ndarray, title: str | None = None):
         ax.set_title(title, fontsize=9)
 
 
-def draw_boxes(ax, boxes, labels=None, scores=None, color=None, linestyle="-"):
-    """Boxes (x1, y1, x2, y2) in continuous pixel coordinates onto an ``imshow`` axes."""
+def draw_boxes(ax, boxes, labels=None, scores=None, color=None, linestyle="-", fontsize: float = 6,
+               linewidth: float = 1.5):
+    """Boxes (x1, y1, x2, y2) in continuous pixel coordinates onto an ``imshow`` axes.
+
+    Labels (class name, score) sit on a dark band above the box so they stay
+    readable on any background.
+    """
     from matplotlib.patches import Rectangle
 
     for k, (x1, y1, x2, y2) in enumerate(np.asarray(boxes).reshape(-1, 4)):
@@ -51,18 +56,22 @@ def draw_boxes(ax, boxes, labels=None, scores=None, color=None, linestyle="-"):
         c = color or (_TAB10[label] if label is not None and label >= 0 else "white")
         # imshow puts pixel centres on integers, so a pixel's left edge is at -0.5.
         ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor=c,
-                               linewidth=1.5, linestyle=linestyle))
+                               linewidth=linewidth, linestyle=linestyle))
         text = []
         if label is not None and label >= 0:
             text.append(CLASSES[label])
         if scores is not None:
             text.append(f"{float(scores[k]):.2f}")
         if text:
-            ax.text(x1 - 0.5, y1 - 1, " ".join(text), color=c, fontsize=6, va="bottom")
+            ax.text(x1 - 0.5, y1 - 1, " ".join(text), color=c, fontsize=fontsize, va="bottom",
+                    bbox=dict(facecolor="black", alpha=0.55, pad=0.5, linewidth=0), clip_on=True)
 
 
-def plot_scenes(scenes, count: int = 6, fig=None):
-    """Sample scenes of a :class:`paddle_cnn.scenes.SceneSet`: image with boxes above, mask below."""
+def plot_scenes(scenes, count: int = 6, fig=None, legend: bool = True):
+    """Sample scenes of a :class:`paddle_cnn.scenes.SceneSet`: image with boxes above, mask below.
+
+    With ``legend`` the class colours are listed under the figure.
+    """
     count = min(count, len(scenes))
     fig, axes = new_grid(2, count, fig=fig)
     for j in range(count):
@@ -72,7 +81,11 @@ def plot_scenes(scenes, count: int = 6, fig=None):
         draw_mask(axes[1, j], s["mask"])
     axes[0, 0].set_ylabel("image + boxes", fontsize=9)
     axes[1, 0].set_ylabel("mask", fontsize=9)
-    fig.tight_layout()
+    if legend:
+        class_legend(fig)
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
+    else:
+        fig.tight_layout()
     return fig
 
 
@@ -82,3 +95,17 @@ def class_legend(fig, ncol: int = 6):
 
     handles = [Patch(color=c, label=n) for c, n in zip(MASK_COLORS, ("background",) + CLASSES)]
     fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
+
+
+#: How the detection pictures draw ground truth (predictions are solid, in their class colour).
+TRUTH_STYLE = dict(color="white", linestyle="--")
+
+
+def truth_prediction_legend(fig, loc: str = "lower center"):
+    """A legend telling ground-truth boxes (dashed white) from predictions (solid, class colour, score)."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], linewidth=1.5, **TRUTH_STYLE, label="ground truth"),
+               Line2D([], [], color=_TAB10[0], linewidth=2, label="prediction: class colour, class and score")]
+    fig.legend(handles=handles, loc=loc, ncol=2, fontsize=8, facecolor="0.35", labelcolor="white",
+               framealpha=1.0)

@@ -273,3 +273,36 @@ def test_layer_summary_prints_and_restores_training_mode():
     assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, net.state_dict().values()))
     assert len(lines) == len(rows) + 4  # header, rule, rows, rule, total
     assert re.search(r"Total params: 45,330", lines[-1])
+
+
+def _zero_convs(layer):
+    for conv in layer.sublayers(include_self=True):
+        if isinstance(conv, paddle.nn.Conv2D):
+            conv.weight.set_value(paddle.zeros(conv.weight.shape))
+            conv.bias.set_value(paddle.zeros(conv.bias.shape))
+    return layer
+
+
+def test_plain_block_has_no_shortcut_add():
+    """With the convolutions zeroed, a residual block passes relu(x) through; a plain one gives 0."""
+    x = paddle.randn([2, 3, 6, 6])
+    residual, plain = _zero_convs(Residual(3, 3)), _zero_convs(Residual(3, 3, residual=False))
+    residual.eval()
+    plain.eval()
+    np.testing.assert_allclose(residual(x).numpy(), paddle.nn.functional.relu(x).numpy(), atol=1e-6)
+    assert float(plain(x).abs().max()) == 0.0
+    # A plain block may change the shape without a projection: it has no shortcut to match.
+    assert Residual(3, 6, stride=2, residual=False).conv3 is None
+    assert list(Residual(3, 6, stride=2, residual=False)(x).shape) == [2, 6, 3, 3]
+
+
+def test_plain_resnet18_has_the_same_depth_and_no_projections():
+    from paddle_cnn.trainer import build_model, config_for
+
+    plain = build_model(config_for("resnet18", "smoke", model_args={"residual": False}))
+    residual = get_model("resnet18", input_size=28)
+    convs = lambda m: [c for c in m.sublayers() if isinstance(c, paddle.nn.Conv2D) and c._kernel_size != [1, 1]]
+    assert len(convs(plain)) == len(convs(residual)) == 17           # 1 stem + 16 in the blocks
+    assert not [b for b in plain.sublayers() if isinstance(b, Residual) and (b.residual or b.conv3 is not None)]
+    assert count_params(plain) < count_params(residual)              # the three 1x1 projections are gone
+    assert list(plain(paddle.zeros([2, 1, 28, 28])).shape) == [2, 10]

@@ -147,3 +147,19 @@ def test_short_training_improves_miou(arrays):
     after = trainer.fit(model, data).final
     assert after["miou"] > before["miou"] + 0.05, (before, after)
     assert after["miou"] > 0.12 and after["pixel_acc"] > 0.7 and after["iou_background"] > 0.9, after
+
+
+def test_unet_without_skips_is_smaller_and_keeps_the_output_shape():
+    from paddle_cnn.summary import count_params
+    from paddle_cnn.trainer import build_model, config_for
+
+    full = UNet(depth=3, base_width=4)
+    bare = UNet(depth=3, base_width=4, skips=False)
+    assert count_params(bare) < count_params(full)
+    for up in bare.ups:
+        assert up.skip_channels == 0 and up.conv[0].weight.shape[1] == up.up_channels
+    bare.eval()
+    assert bare(paddle.randn([2, 1, 32, 32])).shape == [2, 11, 32, 32]
+    # The argument reaches the model through the registry and the trainer's model_args.
+    net = build_model(config_for("unet", "smoke", model_args={"base_width": 4, "skips": False}))
+    assert not net.skips and net(paddle.zeros([1, 1, 48, 48])).shape == [1, 11, 48, 48]

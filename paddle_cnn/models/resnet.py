@@ -28,13 +28,14 @@ class ResNet(Classifier):
     """
 
     def __init__(self, stage_arch=RESNET18_ARCH, num_classes: int = 10, in_channels: int = 1,
-                 input_size: int = 96, name: str = "resnet"):
+                 input_size: int = 96, name: str = "resnet", residual: bool = True):
         super().__init__(name, MIN_SIZE, input_size, num_classes, fixed_input=False)
         self.stem = resnet_stem(in_channels, STEM_CHANNELS)  # [N, 1, 96, 96] -> [N, 64, 24, 24]
         stages, channels = [], STEM_CHANNELS
         for i, (out_channels, num_residuals) in enumerate(stage_arch):
             # The stem has already pooled, so the first stage keeps the side.
-            stages.append(self._make_stage(channels, out_channels, num_residuals, downsample=i > 0))
+            stages.append(self._make_stage(channels, out_channels, num_residuals, downsample=i > 0,
+                                           residual=residual))
             channels = out_channels
         self.stages = nn.Sequential(*stages)  # 96: 64x24x24, 128x12x12, 256x6x6, 512x3x3
         if num_classes:
@@ -42,9 +43,11 @@ class ResNet(Classifier):
                                       nn.Linear(channels, num_classes))  # -> [N, num_classes]
 
     @staticmethod
-    def _make_stage(in_channels: int, out_channels: int, num_residuals: int, downsample: bool) -> nn.Sequential:
-        first = Residual(in_channels, out_channels, use_1x1conv=downsample, stride=2 if downsample else 1)
-        rest = [Residual(out_channels, out_channels) for _ in range(num_residuals - 1)]
+    def _make_stage(in_channels: int, out_channels: int, num_residuals: int, downsample: bool,
+                    residual: bool = True) -> nn.Sequential:
+        first = Residual(in_channels, out_channels, use_1x1conv=downsample, stride=2 if downsample else 1,
+                         residual=residual)
+        rest = [Residual(out_channels, out_channels, residual=residual) for _ in range(num_residuals - 1)]
         return nn.Sequential(first, *rest)
 
     def forward_features(self, x):
@@ -65,13 +68,15 @@ class ResNet(Classifier):
                        test_subset=5000, cpu_threads=1),
           ))
 def resnet18(num_classes: int = 10, in_channels: int = 1, input_size: int = 96,
-             stage_arch=RESNET18_ARCH) -> ResNet:
+             stage_arch=RESNET18_ARCH, residual: bool = True) -> ResNet:
     """ResNet-18 as in the course (d2l's version, trained at 96x96).
 
     ``stage_arch`` trains another depth through the same profile, e.g. ResNet-34 with
-    ``model_args={"stage_arch": ((64, 3), (128, 4), (256, 6), (512, 3))}``.
+    ``model_args={"stage_arch": ((64, 3), (128, 4), (256, 6), (512, 3))}``. ``residual=False``
+    removes every shortcut: a plain network of the same depth, for the section's comparison.
 
     >>> resnet18()(paddle.zeros([1, 1, 96, 96])).shape
     [1, 10]
     """
-    return ResNet(tuple(map(tuple, stage_arch)), num_classes, in_channels, input_size, name="resnet18")
+    return ResNet(tuple(map(tuple, stage_arch)), num_classes, in_channels, input_size, name="resnet18",
+                  residual=residual)

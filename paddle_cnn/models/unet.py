@@ -5,7 +5,9 @@ time; a decoder climbs back up, and at every level the encoder's feature map
 is concatenated onto the up-sampled decoder map before two more convolutions.
 Those skip connections hand the decoder the fine detail the bottleneck lost,
 which is the point of the section: the decoder's first convolution at each
-level takes ``up_channels + skip_channels`` input channels.
+level takes ``up_channels + skip_channels`` input channels. ``skips=False``
+builds the same encoder and decoder without them (``skip_channels`` 0), for
+the section's experiment.
 
 With ``same`` padding (unlike the paper's valid convolutions) the output mask
 has exactly the input's height and width, for any side divisible by 2**depth.
@@ -44,14 +46,16 @@ class Up(nn.Layer):
     """One decoder level: 2x2 transposed conv (halves the width), concatenate the skip, DoubleConv."""
 
     def __init__(self, in_channels: int, skip_channels: int, out_channels: int):
-        super().__init__()
+        super().__init__()  # skip_channels=0: no skip connection, the decoder sees only the up-sampled map
         self.up_channels, self.skip_channels = in_channels // 2, skip_channels
         self.up = nn.Conv2DTranspose(in_channels, self.up_channels, 2, stride=2)
         self.conv = DoubleConv(self.up_channels + skip_channels, out_channels)
 
     def forward(self, x, skip):
         x = self.up(x)                                     # [N, C/2, 2h, 2w]
-        return self.conv(paddle.concat([skip, x], axis=1))  # conv input: [N, C_skip + C/2, 2h, 2w]
+        if self.skip_channels:
+            x = paddle.concat([skip, x], axis=1)           # [N, C_skip + C/2, 2h, 2w]
+        return self.conv(x)
 
 
 class UNet(nn.Layer):
@@ -62,11 +66,12 @@ class UNet(nn.Layer):
     """
 
     def __init__(self, num_classes: int = 11, in_channels: int = 1, depth: int = DEPTH,
-                 base_width: int = BASE_WIDTH, input_size: int | None = None, name: str = "unet"):
+                 base_width: int = BASE_WIDTH, input_size: int | None = None, name: str = "unet",
+                 skips: bool = True):
         super().__init__()
         if depth < 1 or base_width < 1:
             raise ValueError(f"{name} needs depth >= 1 and base_width >= 1, got {depth} and {base_width}")
-        self.name, self.depth = name, depth
+        self.name, self.depth, self.skips = name, depth, skips
         if input_size is not None:
             self.check_size(input_size, input_size)
         widths = level_widths(depth, base_width)
@@ -74,7 +79,8 @@ class UNet(nn.Layer):
         self.downs = nn.LayerList([nn.Sequential(nn.MaxPool2D(2, 2), DoubleConv(widths[i], widths[i + 1]))
                                    for i in range(depth)])
         # Decoder from the bottleneck up: level i takes widths[i + 1] channels and the level-i skip.
-        self.ups = nn.LayerList([Up(widths[i + 1], widths[i], widths[i]) for i in reversed(range(depth))])
+        self.ups = nn.LayerList([Up(widths[i + 1], widths[i] if skips else 0, widths[i])
+                                 for i in reversed(range(depth))])
         self.head = nn.Conv2D(widths[0], num_classes, 1)
 
     @property
@@ -116,10 +122,13 @@ class UNet(nn.Layer):
               smoke=dict(resize=48),  # the smallest canvas that still holds an item at 1.5x
           ))
 def unet(num_classes: int = 11, in_channels: int = 1, input_size: int = 64, depth: int = DEPTH,
-         base_width: int = BASE_WIDTH) -> UNet:
+         base_width: int = BASE_WIDTH, skips: bool = True) -> UNet:
     """U-Net for 11-class masks of Fashion-MNIST scenes (background + 10 classes).
+
+    ``skips=False`` trains the same network without skip connections
+    (``model_args={"skips": False}``).
 
     >>> unet()(paddle.zeros([1, 1, 64, 64])).shape
     [1, 11, 64, 64]
     """
-    return UNet(num_classes, in_channels, depth, base_width, input_size, name="unet")
+    return UNet(num_classes, in_channels, depth, base_width, input_size, name="unet", skips=skips)

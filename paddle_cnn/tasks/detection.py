@@ -25,7 +25,7 @@ from .. import metrics
 from ..metrics import box_iou
 from ..models.densebox import STRIDE
 from ..runtime import evaluating
-from ..scene_plots import draw_boxes, new_grid
+from ..scene_plots import TRUTH_STYLE, draw_boxes, new_grid, truth_prediction_legend
 from ._scene import SceneTask, cell_axes
 
 # Targets: the paper's positive radius is 0.3 x the box size; we take the box
@@ -237,26 +237,103 @@ def decode(out: dict, score_threshold: float = 0.05, nms_iou: float = 0.5, max_d
 
 
 # --------------------------------------------------------------------------- pictures
-def _draw_scene(ax, scene, det, canvas: int, score_threshold: float) -> None:
+def _draw_scene(ax, scene, det, canvas: int, score_threshold: float, fontsize: float = 6) -> None:
+    """One scene: true boxes dashed white, the NMS-kept detections at or above ``score_threshold``."""
     ax.imshow(scene["image"], cmap="gray", vmin=0, vmax=255)
-    draw_boxes(ax, scene["boxes"], color="white", linestyle="--")
+    draw_boxes(ax, scene["boxes"], linewidth=1.2, **TRUTH_STYLE)
     keep = det["scores"] >= score_threshold
-    draw_boxes(ax, det["boxes"][keep], det["classes"][keep], det["scores"][keep])
+    draw_boxes(ax, det["boxes"][keep], det["classes"][keep], det["scores"][keep], fontsize=fontsize, linewidth=2)
     ax.set_xlim(-0.5, canvas - 0.5)
     ax.set_ylim(canvas - 0.5, -0.5)
+    ax.set_xlabel(f"{len(scene['boxes'])} true, {int(keep.sum())} detected", fontsize=8)
 
 
-def plot_detections(model, data, count: int = 6, cfg=None, score_threshold: float = 0.3, fig=None):
-    """Test scenes with true boxes (dashed white) and detections above ``score_threshold``."""
+def plot_detections(model, data, count: int = 6, cfg=None, score_threshold: float = 0.3, fig=None,
+                    cols: int = 3, size: float = 4.0):
+    """Test scenes with true boxes (dashed white) and detections (class colour, class name and score).
+
+    Only the boxes that survive non-maximum suppression (``decode``) and score at
+    least ``score_threshold`` are drawn; a legend under the figure tells truth
+    from prediction. ``size`` is the side of one panel in inches.
+    """
     with evaluating(model):
         dets = DetectionTask().detect(model, data, cfg, count)
     count = len(dets)
-    cols = min(count, 3)
-    fig, axes = new_grid(-(-count // cols), cols, size=3.0, fig=fig)
+    cols = min(count, cols)
+    fig, axes = new_grid(-(-count // cols), cols, size=size, fig=fig)
     for j, ax in enumerate(axes.flat):
         if j < count:
-            _draw_scene(ax, data.test_scenes.scene(j), dets[j], data.canvas, score_threshold)
+            _draw_scene(ax, data.test_scenes.scene(j), dets[j], data.canvas, score_threshold, fontsize=8)
         else:
             ax.axis("off")
+    fig.suptitle(f"detections with score >= {score_threshold} after NMS", fontsize=10)
+    truth_prediction_legend(fig)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    return fig
+
+
+def precision_recall(model, data, cfg=None, iou_threshold: float = 0.5):
+    """Precision, recall and score of every detection on the test scenes, best score first.
+
+    The matching is :func:`paddle_cnn.metrics.match_detections` (the one behind AP50).
+    """
+    with evaluating(model):
+        dets = DetectionTask().detect(model, data, cfg)
+    s = data.test_scenes
+    truth = [(s.boxes[j, :s.counts[j]], s.labels[j, :s.counts[j]]) for j in range(len(s))]
+    tp, _, n_gt = metrics.match_detections(dets, truth, iou_threshold)
+    scores = np.sort(np.concatenate([d["scores"] for d in dets] or [np.zeros(0)]))[::-1]
+    hits = np.cumsum(tp)
+    precision = hits / np.arange(1, len(tp) + 1)
+    recall = hits / max(n_gt, 1)
+    return precision, recall, scores, metrics.average_precision(dets, truth, iou_threshold)
+
+
+def plot_pr_curve(model, data, cfg=None, iou_threshold: float = 0.5, score_threshold: float = 0.3, fig=None):
+    """The precision-recall curve behind AP (VOC matching at ``iou_threshold``), with its AP in the title.
+
+    The dashed line is the monotone envelope that AP integrates; the dot marks
+    the ``score_threshold`` the prediction pictures use.
+    """
+    import matplotlib.pyplot as plt
+
+    precision, recall, scores, ap = precision_recall(model, data, cfg, iou_threshold)
+    fig = fig or plt.figure(figsize=(4.8, 4.0))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(recall, precision, "-", linewidth=1.2, label="precision")
+    if len(precision):
+        envelope = np.maximum.accumulate(precision[::-1])[::-1]
+        ax.plot(recall, envelope, "--", linewidth=1, label="envelope (area = AP)")
+        at = int(np.searchsorted(-scores, -score_threshold, side="right")) - 1
+        if at >= 0:
+            ax.plot(recall[at], precision[at], "o", color="C3", label=f"score >= {score_threshold}")
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title(f"AP{round(iou_threshold * 100)} = {ap:.3f}, {len(scores)} detections", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_targets(scene, target: np.ndarray, canvas: int, fig=None):
+    """A scene's training targets: image and boxes | positive / ignored / negative cells | distance to the left edge.
+
+    ``target`` is one scene's [7, S/4, S/4] map from :func:`encode_targets`; the
+    maps are stretched onto the image's pixel grid so boxes and cells line up.
+    """
+    fig, axes = new_grid(1, 3, size=3.4, fig=fig)
+    axes = axes[0]
+    state = np.where(target[T_VALID] == 0, 0.5, target[T_CONF])     # 1 positive, 0.5 ignored, 0 negative
+    extent = (-0.5, canvas - 0.5, canvas - 0.5, -0.5)
+    axes[0].imshow(scene["image"], cmap="gray", vmin=0, vmax=255)
+    axes[1].imshow(state, extent=extent, vmin=0, vmax=1)
+    axes[2].imshow(target[T_DIST][0] * DIST_NORM, extent=extent, cmap="magma")
+    for ax, title in zip(axes, ("image and boxes", "positive (yellow) / ignored (green) / negative",
+                                "distance to the left edge (px)")):
+        draw_boxes(ax, scene["boxes"], scene["labels"])
+        ax.set_title(title, fontsize=8)
     fig.tight_layout()
     return fig
