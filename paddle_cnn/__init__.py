@@ -5,8 +5,10 @@ this CPU, which only works before Paddle's libraries load (see runtime.py).
 Importing the package itself does not load Paddle; ``get_model`` and
 ``list_models`` load the registry (and Paddle) on first use.
 """
+from .runtime import check_numpy_for_paddle as _check_numpy
 from .runtime import tune_cpu as _tune_cpu
 
+_check_numpy()
 _tune_cpu()
 
 __version__ = "0.2.0"

@@ -100,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading")
 
-    p = sub.add_parser("doctor", help="versions, devices, data and CPU tuning (paste it into a question)")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="doctor's own options (--json, --data-dir DIR)")
+    sub.add_parser("doctor", help="versions, devices, data and CPU tuning (paste it into a question); "
+                                  "its own options: --json, --data-dir DIR", add_help=False)
     return parser
 
 
@@ -282,7 +282,7 @@ def cmd_data(args) -> int:
 def cmd_doctor(args) -> int:
     from . import doctor
 
-    return doctor.main(args.rest)
+    return doctor.main(args.rest)  # doctor parses its own options (--json, --data-dir DIR, -h)
 
 
 COMMANDS = {"list": cmd_list, "train": cmd_train, "homework": cmd_homework, "data": cmd_data, "doctor": cmd_doctor}
@@ -291,7 +291,11 @@ ARGV = [None]  # the argv main() was called with, replayed in each worker of a -
 
 def main(argv=None) -> int:
     ARGV[0] = argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if rest and args.command != "doctor":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
     signal.signal(signal.SIGTERM, _on_sigterm)
     from . import distributed
     from .data import DataError

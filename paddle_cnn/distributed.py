@@ -181,9 +181,13 @@ def spawn(fn, nproc: int, device: str, *args, **kwargs):
     A worker that raises ends the run: the others are terminated and the first
     error comes back as one :class:`WorkerError` line (its traceback kept).
     """
+    import warnings
+
     import paddle.distributed as dist
 
     backend = "nccl" if device == "gpu" else "gloo"
+    os.environ.setdefault("GLOG_minloglevel", "2")  # the workers' C++ INFO lines (TCP store, ports) are noise here
+    warnings.filterwarnings("ignore", message="Your model will be trained under CPUONLY mode")
     try:
         ctx = dist.spawn(_worker, args=(fn, args, kwargs), nprocs=nproc, backend=backend, join=True)
     except Exception as e:  # spawn raises a plain Exception carrying the worker's traceback

@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from .runtime import cgroup_cpu_limit  # noqa: F401  (re-exported: doctor reports it)
 from . import __version__, runtime
 
 TUNING_VARIABLES = ("MKL_NUM_THREADS", "OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE", "KMP_BLOCKTIME")
@@ -52,41 +53,6 @@ def _unknown(value) -> bool:
 
 
 # --------------------------------------------------------------------------- CPU
-def cgroup_cpu_limit(root=CGROUP_ROOT) -> Optional[float]:
-    """CPUs this container may use by its cgroup quota (e.g. 1.5), or None when unlimited or unknown.
-
-    cgroup v2 writes ``"<quota> <period>"`` (or ``"max <period>"``) in
-    ``cpu.max``; v1 has ``cpu.cfs_quota_us`` (-1 = unlimited) and
-    ``cpu.cfs_period_us`` in the ``cpu`` (or ``cpu,cpuacct``) controller folder.
-    Reads the files under ``root`` as a container sees them (its own cgroup is
-    mounted there); a process deeper in a host's hierarchy is not followed.
-    """
-    root = Path(root)
-
-    def read(path: Path) -> Optional[str]:
-        try:
-            return path.read_text().strip()
-        except (OSError, UnicodeDecodeError):
-            return None
-
-    def ratio(quota: str, period: str) -> Optional[float]:
-        try:
-            q, p = int(quota), int(period)
-        except ValueError:
-            return None
-        return q / p if q > 0 and p > 0 else None
-
-    v2 = read(root / "cpu.max")
-    if v2 is not None:
-        parts = v2.split()
-        return ratio(parts[0], parts[1]) if len(parts) == 2 and parts[0] != "max" else None
-    for folder in (root / "cpu", root / "cpu,cpuacct", root / "cpuacct,cpu", root):
-        quota, period = read(folder / "cpu.cfs_quota_us"), read(folder / "cpu.cfs_period_us")
-        if quota is not None and period is not None:
-            return ratio(quota, period)
-    return None
-
-
 def _cpu() -> dict:
     try:
         affinity = len(os.sched_getaffinity(0))

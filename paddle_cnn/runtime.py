@@ -54,28 +54,44 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def cgroup_cpu_limit(root: str = "/sys/fs/cgroup") -> float | None:
-    """The CPU quota of this process's cgroup in cores (e.g. 1.5), or None when there is none.
+def cgroup_cpu_limit(root="/sys/fs/cgroup") -> float | None:
+    """CPUs this container may use by its cgroup quota (e.g. 1.5), or None when unlimited or unknown.
 
     Containers on GPU hosts often see all of the host's cores (affinity and
     /proc/cpuinfo) but may use only a few of them; threads beyond the quota
-    are throttled. cgroup v2 ``cpu.max`` ("max 100000" or "150000 100000"),
-    then v1 ``cpu/cpu.cfs_quota_us`` / ``cpu.cfs_period_us`` (-1 for none).
+    are throttled, so :func:`physical_cores` caps its count with this.
+
+    cgroup v2 writes ``"<quota> <period>"`` (or ``"max <period>"``) in
+    ``cpu.max``; v1 has ``cpu.cfs_quota_us`` (-1 = unlimited) and
+    ``cpu.cfs_period_us`` in the ``cpu`` (or ``cpu,cpuacct``) controller folder.
+    Reads the files under ``root`` as a container sees them (its own cgroup is
+    mounted there); a process deeper in a host's hierarchy is not followed.
     """
-    def read(*parts):
+    from pathlib import Path
+
+    root = Path(root)
+
+    def read(path: Path) -> str | None:
         try:
-            with open(os.path.join(root, *parts)) as f:
-                return f.read().split()
-        except OSError:
+            return path.read_text().strip()
+        except (OSError, UnicodeDecodeError):
             return None
 
-    v2 = read("cpu.max")
-    if v2 and len(v2) == 2:
-        return None if v2[0] == "max" else int(v2[0]) / int(v2[1])
-    for base in (("cpu",), ("cpu,cpuacct",), ()):
-        quota, period = read(*base, "cpu.cfs_quota_us"), read(*base, "cpu.cfs_period_us")
-        if quota and period:
-            return None if int(quota[0]) <= 0 else int(quota[0]) / int(period[0])
+    def ratio(quota: str, period: str) -> float | None:
+        try:
+            q, p = int(quota), int(period)
+        except ValueError:
+            return None
+        return q / p if q > 0 and p > 0 else None
+
+    v2 = read(root / "cpu.max")
+    if v2 is not None:
+        parts = v2.split()
+        return ratio(parts[0], parts[1]) if len(parts) == 2 and parts[0] != "max" else None
+    for folder in (root / "cpu", root / "cpu,cpuacct", root / "cpuacct,cpu", root):
+        quota, period = read(folder / "cpu.cfs_quota_us"), read(folder / "cpu.cfs_period_us")
+        if quota is not None and period is not None:
+            return ratio(quota, period)
     return None
 
 
@@ -116,6 +132,28 @@ def is_amd_cpu() -> bool:
             return "AuthenticAMD" in f.read(4096)
     except OSError:
         return "AMD" in cpu_model()
+
+
+def check_numpy_for_paddle() -> None:
+    """Refuse NumPy 2 beside Paddle 2.x with one line that says how to fix it (read without importing either).
+
+    Paddle 2.6 was built against NumPy 1 and fails in odd places under NumPy 2;
+    AI Studio images pin it, but a fresh ``pip install paddlepaddle-gpu==2.6.*``
+    does not.
+    """
+    from importlib import metadata
+
+    versions = {}
+    for name in ("paddlepaddle", "paddlepaddle-gpu", "numpy"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    paddle = versions.get("paddlepaddle-gpu") or versions.get("paddlepaddle")
+    numpy = versions.get("numpy", "0")
+    if paddle and paddle.startswith("2.") and int(numpy.split(".")[0]) >= 2:
+        raise ImportError(f"Paddle {paddle} needs NumPy 1.x but NumPy {numpy} is installed; "
+                          'run: pip install "numpy<2"')
 
 
 def tune_cpu() -> dict:

@@ -64,3 +64,73 @@ def test_bad_arguments_give_one_clear_line(args, message):
 def test_missing_data_folder(tmp_path):
     proc = run_cli("data", "check", "--data-dir", str(tmp_path / "nope"))
     assert proc.returncode == 2 and "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_every_training_setting_is_a_flag():
+    """The train flags are generated from TrainConfig: each field (but model/profile/dicts) parses back."""
+    from dataclasses import fields
+
+    from paddle_cnn.cli import build_parser
+    from paddle_cnn.trainer import TrainConfig
+
+    samples = {int: "3", float: "0.5", str: None, bool: None}
+    parser = build_parser()
+    for f in fields(TrainConfig):
+        if not f.metadata.get("cli", True):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            args = parser.parse_args(["train", "lenet", flag])
+            assert getattr(args, f.name) is True
+            continue
+        choices = f.metadata.get("choices")
+        value = choices[-1] if choices else {"int": "3", "float": "0.5", "Optional[int]": "7",
+                                             "Optional[str]": "x", "str": "x"}[str(f.type)]
+        args = parser.parse_args(["train", "lenet", flag, value])
+        assert str(getattr(args, f.name)) == value, f.name
+    assert samples  # the table above covers every annotation the dataclass uses
+
+
+def test_set_reaches_model_and_task_arguments():
+    from paddle_cnn.cli import parse_sets
+
+    assert parse_sets(["base_width=16", "max_items=6"], "unet") == {"model_args": {"base_width": 16},
+                                                                     "task_args": {"max_items": 6}}
+    assert parse_sets(["model_args.stage_arch=((64, 1),)"], "resnet18") == {"model_args": {"stage_arch": ((64, 1),)}}
+    with pytest.raises(ValueError, match="has no argument 'widht'.*base_width"):
+        parse_sets(["widht=16"], "unet")
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_sets(["base_width"], "unet")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--resize", "5000", "--profile", "smoke"], "does not fit in memory"),
+    (["--batch-size", "100000", "--profile", "smoke"], "is larger than the 512 training examples"),
+    (["--step-every", "0"], "step_every must be a positive"),
+    (["--set", "widht=3"], "has no argument 'widht'"),
+    (["--augment", "rotate"], "unknown augment 'rotate'; choose one of none, flip, crop, crop+flip"),
+])
+def test_bad_input_found_as_a_user_would(tmp_path, args, message):
+    make_fake_dataset(tmp_path / "d", n_train=600, n_test=20)
+    model = "alexnet" if "--resize" in args else "lenet_relu"
+    proc = run_cli("train", model, "--data-dir", str(tmp_path / "d"), "--out", str(tmp_path / "o"),
+                   "--accel", "off", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_out_naming_a_file(tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    proc = run_cli("train", "lenet_relu", "--profile", "smoke", "--out", str(tmp_path / "taken"))
+    assert proc.returncode == 2 and "is a file; name a folder" in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "taken").read_text() == "not a folder"      # nothing already written is lost
+
+
+def test_doctor_json_and_table(tmp_path):
+    proc = run_cli("doctor", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["paddle"]["version"] and "data" in report
+    proc = run_cli("doctor")
+    assert proc.returncode == 0 and "paddle" in proc.stdout.lower()

@@ -41,7 +41,8 @@ def test_resume_continues_at_the_next_epoch(tmp_path):
     resumed = Trainer(cfg, tmp_path / "part", progress=False, log=logged.append).fit(build_model(cfg), data,
                                                                                    resume=True)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
-    assert len(logged) == 1 and logged[0].startswith("epoch 3/3")   # only the missing epoch ran
+    epochs = [line for line in logged if line.startswith("epoch ")]
+    assert len(epochs) == 1 and epochs[0].startswith("epoch 3/3")   # only the missing epoch ran
     for a, b in zip(full.history, resumed.history):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6)
         assert a["test_acc"] == b["test_acc"]
@@ -125,3 +126,87 @@ def test_profiles_resolve():
         config_for("lenet", "fast")
     with pytest.raises(ValueError, match="unknown model 'lenet9'"):
         config_for("lenet9")
+
+
+def _stop_after(epoch: int):
+    """A log callback that interrupts training right after epoch ``epoch`` was saved and logged."""
+    def log(line):
+        if line.startswith(f"epoch {epoch}/"):
+            raise KeyboardInterrupt
+    return log
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_resume_under_a_schedule_horizon(tmp_path, schedule):
+    """Same --epochs: the resumed run equals the uninterrupted one. More --epochs: refused, saying what to do."""
+    make_fake_dataset(tmp_path / "d", n_train=100, n_test=20)
+    data = FashionMNIST(28, tmp_path / "d")
+    cfg = TrainConfig(model="lenet_relu", epochs=3, batch_size=20, lr=0.05, momentum=0.9, device="cpu", seed=2,
+                      schedule=schedule, accel="off")
+    full = Trainer(cfg, tmp_path / "full", progress=False, log=None).fit(build_model(cfg), data)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, tmp_path / "part", progress=False, log=_stop_after(2)).fit(build_model(cfg), data)
+    more = TrainConfig(**{**cfg.__dict__, "epochs": 5})
+    with pytest.raises(TrainingError, match=f"{schedule} schedule planned over 3 epochs.*--epochs 3"):
+        Trainer(more, tmp_path / "part", log=None).fit(build_model(more), data, resume=True)
+    resumed = Trainer(cfg, tmp_path / "part", progress=False, log=None).fit(build_model(cfg), data, resume=True)
+    for a, b in zip(full.history, resumed.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-6) and a["lr_end"] == b["lr_end"]
+
+
+def test_cpu_threads_zero_means_all_cores(monkeypatch):
+    from paddle_cnn import runtime
+
+    seen = []
+    monkeypatch.setattr("paddle.base.core.set_num_threads", seen.append)
+    Trainer(TrainConfig(model="lenet", device="cpu", cpu_threads=1), log=None)
+    Trainer(TrainConfig(model="lenet", device="cpu", cpu_threads=0), log=None)
+    assert seen == [1, runtime.physical_cores()]
+
+
+@pytest.mark.parametrize("name, momentum, wd, cls", [
+    ("sgd", 0.0, 0.0, "SGD"), ("sgd", 0.9, 1e-4, "Momentum"), ("adam", 0.0, 1e-4, "Adam"), ("adamw", 0.0, 0.05, "AdamW"),
+])
+def test_optimizer_per_choice(name, momentum, wd, cls):
+    cfg = TrainConfig(model="lenet", optimizer=name, momentum=momentum, weight_decay=wd, lr=0.3)
+    opt = trainer.make_optimizer(cfg, build_model(cfg))
+    assert type(opt).__name__ == cls and opt.get_lr() == pytest.approx(0.3)
+    if name == "adamw":
+        assert opt._weight_decay == pytest.approx(0.05) or getattr(opt, "_coeff", None) == pytest.approx(0.05)
+
+
+def test_label_smoothing_against_a_hand_computation():
+    from paddle_cnn.metrics import cross_entropy
+
+    logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]], "float32")
+    y = np.array([0, 2])
+    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    eps = 0.1
+    target = np.full((2, 3), eps / 3) + (1 - eps) * np.eye(3)[y]
+    expected = -(target * logp).sum(1).mean()
+    got = float(cross_entropy(paddle.to_tensor(logits), paddle.to_tensor(y), eps))
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert float(cross_entropy(paddle.to_tensor(logits), paddle.to_tensor(y), 0.0)) == pytest.approx(
+        -logp[[0, 1], y].mean(), rel=1e-5)
+
+
+def test_visualdl_scalars_or_one_notice(tmp_path, monkeypatch):
+    make_fake_dataset(tmp_path / "d", n_train=40, n_test=20)
+    data = FashionMNIST(28, tmp_path / "d")
+    cfg = TrainConfig(model="lenet_relu", epochs=2, batch_size=20, device="cpu", accel="off",
+                      log_dir=str(tmp_path / "vdl"))
+    try:
+        import visualdl  # noqa: F401
+    except ImportError:
+        pytest.skip("visualdl is not installed (requirements.txt installs it)")
+    Trainer(cfg, progress=False, log=None).fit(build_model(cfg), data)
+    files = [p for p in (tmp_path / "vdl").rglob("*") if p.is_file()]
+    assert files and sum(p.stat().st_size for p in files) > 100
+    import builtins
+
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                        if name == "visualdl" else real_import(name, *a, **k))
+    logged = []
+    Trainer(cfg, progress=False, log=logged.append).fit(build_model(cfg), data)
+    assert sum("visualdl is not installed" in line for line in logged) == 1

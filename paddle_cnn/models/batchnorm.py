@@ -127,7 +127,8 @@ class BNLeNet(Classifier):
 _TITLE = ("Batch normalization", "批量规范化")
 # d2l trains both versions with lr 1.0, batch 256, 10 epochs: BN lets sigmoid take a step that large.
 # cpu profiles use one MKL thread: lenet_bn measured 6,662 ex/s on one vs 3,429 on two (2026-11-25).
-_COURSE = dict(resize=28, epochs=10, batch_size=256, lr=1.0, optimizer="sgd", init="xavier")
+# amp off: 28 px steps are launch-bound on a GPU, and the scratch BatchNorm's statistics want fp32.
+_COURSE = dict(resize=28, epochs=10, batch_size=256, lr=1.0, optimizer="sgd", init="xavier", amp="off")
 
 
 @register(section="batchnorm", title=_TITLE, min_size=MIN_SIZE, profiles=dict(

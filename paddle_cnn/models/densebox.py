@@ -93,7 +93,8 @@ class DenseBox(nn.Layer):
           task="detection", min_size=2 * MULTIPLE,
           profiles=dict(
               # For a GPU: 20k scenes x 30 epochs of 64x64, Adam with a cosine decay.
-              course=dict(resize=64, epochs=30, batch_size=32, lr=1e-3, optimizer="adam", schedule="cosine",
+              # amp off: 64 px scenes at batch 32 are small, launch-bound kernels on a GPU (not measured).
+              course=dict(resize=64, epochs=30, batch_size=32, lr=1e-3, optimizer="adam", schedule="cosine", amp="off",
                           task_args=dict(num_train_scenes=20000, num_test_scenes=2000)),
               # 2026-11-25, our shared 2-core CPU: a training step runs at 82-170 scenes/s and 24k
               # scene-steps already gave AP50 0.91 (class acc 0.72); 20k scenes x 6 epochs is 12-20 min,

@@ -46,7 +46,8 @@ class LeNet(Classifier):
 
 _LENET_PROFILES = dict(
     # d2l trains LeNet with lr 0.9 (sigmoid needs a large step), batch 256, 10 epochs.
-    course=dict(resize=28, epochs=10, batch_size=256, lr=0.9, optimizer="sgd"),
+    # amp off: at 28 px a step is a few tiny kernels, launch-bound on a GPU; autocast would only add casts.
+    course=dict(resize=28, epochs=10, batch_size=256, lr=0.9, optimizer="sgd", amp="off"),
     # ~4,700 examples/sec at 28x28 on one MKL thread of our 2-core CPU, 2,100 on two
     # (2026-11-25; such small GEMMs lose from threading): 20 epochs take ~5 minutes.
     # Keeps the textbook setting but doubles the epochs, which sigmoid LeNet needs
@@ -68,7 +69,7 @@ def lenet(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> 
 
 @register(section="lenet", title=("LeNet (warm-up)", "卷积神经网络（LeNet）"), min_size=MIN_SIZE,
           profiles=dict(
-              course=dict(resize=28, epochs=10, batch_size=256, lr=0.1, optimizer="sgd", momentum=0.9),
+              course=dict(resize=28, epochs=10, batch_size=256, lr=0.1, optimizer="sgd", momentum=0.9, amp="off"),
               # ReLU + max-pool converges in a few epochs; 15 epochs of 60k images at ~4,300
               # examples/sec (measured 2026-11-25, 2-core EPYC) take about 4 minutes.
               # Batch 64 (not 256) gives 4x the updates per epoch at the same speed.
