@@ -1,4 +1,4 @@
-"""Optional CPU accelerator: ``nn.Conv2D`` through oneDNN (issue #15).
+"""Optional CPU accelerator: ``nn.Conv2D`` and ``nn.Conv2DTranspose`` through oneDNN (issue #15).
 
 Paddle's eager CPU convolution is im2col + one GEMM per example with a
 separate bias add; the oneDNN library that Paddle already ships runs the
@@ -22,12 +22,13 @@ import sys
 from pathlib import Path
 
 from .build import Unavailable, load_library
-from .conv import conv2d, current_threads, is_routed, layer_supported, route, unroute
+from .conv import conv2d, conv2d_transpose, current_threads, is_routed, layer_supported, route, unroute
 
 MODES = ("auto", "on", "off")
 SELF_CHECK_RTOL = 1e-4
 
-__all__ = ["MODES", "apply", "available", "remove", "conv2d", "current_threads", "onednn_version"]
+__all__ = ["MODES", "apply", "available", "remove", "conv2d", "conv2d_transpose", "current_threads",
+           "onednn_version"]
 
 _CHECKED: tuple | None = None  # available()'s answer, once the operator was tried
 
@@ -64,7 +65,10 @@ def _relative_error(value, reference) -> float:
 
 
 def _self_check(library) -> None:
-    """Compare the operator with F.conv2d (values and all gradients); raise Unavailable on a mismatch."""
+    """Compare the operator with F.conv2d / F.conv2d_transpose (values and all gradients).
+
+    Raises Unavailable on a mismatch, or when the operator did not bind Paddle's oneDNN.
+    """
     import numpy as np
     import paddle
     import paddle.nn.functional as F
@@ -82,24 +86,27 @@ def _self_check(library) -> None:
     if not (bound.exists() and bound.resolve().samefile(expected)):
         raise Unavailable(f"the operator bound {bound} instead of Paddle's {expected}")
     rng = np.random.default_rng(0)  # numpy, so Paddle's own random stream is left alone
-    cases = [  # x shape, weight shape, bias, stride, padding, dilation
-        ((2, 3, 11, 13), (4, 3, 3, 3), True, (2, 1), [1, 0, 2, 1], (1, 1)),
-        ((1, 5, 9, 8), (6, 5, 3, 3), False, (1, 1), [2, 2, 2, 2], (2, 2)),
-        ((3, 2, 7, 7), (5, 2, 1, 1), True, (1, 1), [0, 0, 0, 0], (1, 1)),
+    cases = [  # transposed, x shape, weight shape, bias, stride, padding, dilation
+        (False, (2, 3, 11, 13), (4, 3, 3, 3), True, (2, 1), [1, 0, 2, 1], (1, 1)),
+        (False, (1, 5, 9, 8), (6, 5, 3, 3), False, (1, 1), [2, 2, 2, 2], (2, 2)),
+        (False, (3, 2, 7, 7), (5, 2, 1, 1), True, (1, 1), [0, 0, 0, 0], (1, 1)),
+        (True, (2, 4, 5, 6), (4, 3, 2, 2), True, (2, 2), [0, 0, 0, 0], (1, 1)),
+        (True, (1, 3, 6, 5), (3, 2, 3, 3), False, (2, 1), [1, 0, 1, 1], (1, 2)),
     ]
-    for x_shape, w_shape, with_bias, stride, padding, dilation in cases:
+    for transposed, x_shape, w_shape, with_bias, stride, padding, dilation in cases:
         tensors = [rng.standard_normal(x_shape), rng.standard_normal(w_shape)]
         if with_bias:
-            tensors.append(rng.standard_normal(w_shape[0]))
+            tensors.append(rng.standard_normal(w_shape[1] if transposed else w_shape[0]))
         errors = {}
         results = []
         for use_op in (True, False):
             x, w, *b = [paddle.to_tensor(t.astype("float32"), stop_gradient=False) for t in tensors]
             bias = b[0] if b else None
+            ours, paddles = (conv2d_transpose, F.conv2d_transpose) if transposed else (conv2d, F.conv2d)
             if use_op:
-                y = conv2d(x, w, bias, stride, padding, dilation)
+                y = ours(x, w, bias, stride, padding, dilation)
             else:
-                y = F.conv2d(x, w, bias, stride=list(stride), padding=padding, dilation=list(dilation))
+                y = paddles(x, w, bias, stride=list(stride), padding=padding, dilation=list(dilation))
             upstream = paddle.to_tensor(np.cos(np.arange(int(np.prod(y.shape)))).reshape(y.shape).astype("float32"))
             grads = paddle.grad([y], [x, w] + b, [upstream])
             results.append([y, *grads])
@@ -107,7 +114,7 @@ def _self_check(library) -> None:
             errors[name] = _relative_error(mine, ref)
         worst = max(errors, key=errors.get)
         if not errors[worst] <= SELF_CHECK_RTOL:
-            raise Unavailable(f"self-check failed: {worst} differs from F.conv2d by {errors[worst]:.2e} "
+            raise Unavailable(f"self-check failed: {worst} differs from {paddles.__name__} by {errors[worst]:.2e} "
                               f"(relative) at x{list(x_shape)}, w{list(w_shape)}")
 
 
@@ -139,7 +146,7 @@ def available() -> tuple:
 
 
 def apply(model, mode: str = "auto", threads: int | None = None, log=print) -> dict:
-    """Route ``model``'s Conv2D layers (groups 1, NCHW, float32) through oneDNN.
+    """Route ``model``'s Conv2D and Conv2DTranspose layers (groups 1, NCHW, float32) through oneDNN.
 
     Parameters, their names, the structure and the state dict are unchanged:
     only each routed layer's ``forward`` is replaced, so checkpoints load in
@@ -170,20 +177,22 @@ def apply(model, mode: str = "auto", threads: int | None = None, log=print) -> d
         status["reason"] = reason
         _log(log, f"accel: using Paddle's convolution ({reason})")
         return status
-    routed, skipped = 0, {}
+    routed, transposed, skipped = 0, 0, {}
     for layer in model.sublayers(include_self=True):
         why = layer_supported(layer)
         if why is None:
             route(layer, threads)
             routed += 1
-        elif why != "not a Conv2D":
+            transposed += isinstance(layer, nn.Conv2DTranspose)
+        elif why != "not a convolution":
             skipped[why] = skipped.get(why, 0) + 1
     version = onednn_version()
     left = "".join(f"; {n} left on Paddle's conv ({why})" for why, n in skipped.items())
     if routed:
-        reason = f"{routed} Conv2D layers through oneDNN {version}{left}"
+        which = f" ({transposed} transposed)" if transposed else ""
+        reason = f"{routed} convolution layers{which} through oneDNN {version}{left}"
     else:
-        reason = f"no Conv2D layer the operator covers (float32, NCHW, groups 1){left}"
+        reason = f"no convolution layer the operator covers (float32, NCHW, groups 1){left}"
     status.update(enabled=routed > 0, reason=reason, onednn_version=version, layers=routed)
     how_many = f"{threads} threads" if threads else f"{current_threads()} threads, following MKL"
     _log(log, f"accel: {reason} ({how_many})" if routed else f"accel: using Paddle's convolution ({reason})")

@@ -322,27 +322,38 @@ def load_library() -> Library:
         raise Unavailable(_FAILURE) from e
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:
+        return None
+
+
 def _load() -> Library:
     include, compiler = check_prerequisites()
     build_dir = build_directory()
-    stamp_path = build_dir / "stamp.json"
+    stamp_path, failed_path = build_dir / "stamp.json", build_dir / "failed.json"
     with file_lock(build_dir / ".lock"):
         wanted = fingerprint(include, compiler)
         so = library_file(build_dir)
-        try:
-            built = json.loads(stamp_path.read_text()) if stamp_path.is_file() else None
-        except ValueError:
-            built = None
+        built, failed = _read_json(stamp_path), _read_json(failed_path)
+        if failed and failed.get("fingerprint") == wanted:
+            # The same sources failed before: say so at once instead of compiling again in every process.
+            raise Unavailable(f"{failed['reason']} [earlier attempt; delete {build_dir} to retry]")
         if built != wanted or not so.is_file():
-            for stale in (build_dir / NAME, stamp_path):
+            for stale in (build_dir / NAME, stamp_path, failed_path):
                 if stale.is_dir():
                     shutil.rmtree(stale)
                 elif stale.exists():
                     stale.unlink()
-            source = prepare_sources(include, build_dir)
-            compile_library(source, build_dir, build_dir / "build.log")
-            if not so.is_file():
-                raise Unavailable(f"the build finished without {so} (log: {build_dir / 'build.log'})")
+            try:
+                source = prepare_sources(include, build_dir)
+                compile_library(source, build_dir, build_dir / "build.log")
+                if not so.is_file():
+                    raise Unavailable(f"the build finished without {so} (log: {build_dir / 'build.log'})")
+            except Unavailable as e:
+                failed_path.write_text(json.dumps({"fingerprint": wanted, "reason": str(e)}, indent=1))
+                raise
             stamp_path.write_text(json.dumps(wanted, indent=1))
         ops = import_ops(build_dir)
     cdll = ctypes.CDLL(str(so))  # the same handle Paddle opened: no second copy

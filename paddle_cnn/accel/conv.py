@@ -1,7 +1,8 @@
-"""Convolution through the oneDNN operator: a functional ``conv2d`` and the
-per-layer routing that :func:`paddle_cnn.accel.apply` installs.
+"""Convolution through the oneDNN operator: functional ``conv2d`` and
+``conv2d_transpose``, and the per-layer routing that :func:`paddle_cnn.accel.apply` installs.
 
-Routing replaces the ``forward`` of each chosen ``nn.Conv2D`` *instance*;
+Routing replaces the ``forward`` of each chosen ``nn.Conv2D`` /
+``nn.Conv2DTranspose`` *instance*;
 the class, the parameters, their names and the state dict stay as they are,
 so checkpoints move freely between accelerated and plain models. Inputs the
 operator does not cover (not float32, not on the CPU, empty) go to Paddle's
@@ -119,32 +120,68 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, threads: int |
     return _run(load_library(), x, weight, bias, stride, pads, dilation, threads)
 
 
-def _run(library: Library, x, weight, bias, stride, pads, dilation, threads):
+def conv2d_transpose(x, weight, bias=None, stride=1, padding=0, dilation=1, threads: int | None = None):
+    """``F.conv2d_transpose`` for float32 NCHW CPU tensors with groups 1, through oneDNN.
+
+    ``weight`` is [in_channels, out_channels, kh, kw] as in Paddle. Explicit
+    paddings and "VALID" only, no ``output_padding`` / ``output_size`` (use
+    Paddle's for those).
+    """
+    if x.ndim != 4 or weight.ndim != 4:
+        raise ValueError(f"conv2d_transpose expects a 4-D NCHW input and 4-D weight, got {x.ndim}-D and "
+                         f"{weight.ndim}-D")
+    if x.shape[1] != weight.shape[0]:
+        raise ValueError(f"weight expects {weight.shape[0]} input channels, the input has {x.shape[1]} "
+                         "(groups must be 1 here)")
+    if isinstance(padding, str) and padding.upper() == "SAME":
+        raise ValueError("padding='SAME' is not supported by the oneDNN conv2d_transpose; use F.conv2d_transpose")
+    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    pads, dilation = explicit_padding(padding, x.shape[2:], weight.shape[2:], stride, dilation)
+    return _run(load_library(), x, weight, bias, stride, pads, dilation, threads, transposed=True)
+
+
+def _run(library: Library, x, weight, bias, stride, pads, dilation, threads, transposed: bool = False):
     if hasattr(x, "is_contiguous") and not x.is_contiguous():
         x = x.contiguous()
     n_threads = current_threads() if threads is None else int(threads)
     need_dx = not x.stop_gradient
+    ops = library.ops
+    if transposed:
+        if bias is None:
+            return ops.pcnn_conv2d_transpose(x, weight, stride, pads, dilation, n_threads, need_dx)
+        return ops.pcnn_conv2d_transpose_bias(x, weight, bias, stride, pads, dilation, n_threads, need_dx)
     if bias is None:
-        return library.ops.pcnn_conv2d(x, weight, stride, pads, dilation, n_threads, need_dx)
-    return library.ops.pcnn_conv2d_bias(x, weight, bias, stride, pads, dilation, n_threads, need_dx)
+        return ops.pcnn_conv2d(x, weight, stride, pads, dilation, n_threads, need_dx)
+    return ops.pcnn_conv2d_bias(x, weight, bias, stride, pads, dilation, n_threads, need_dx)
 
 
 # ------------------------------------------------------------ layer routing
 
+def _zero(value) -> bool:
+    return all(v == 0 for v in (value if isinstance(value, (list, tuple)) else [value]))
+
+
 def layer_supported(layer: nn.Layer) -> str | None:
     """None if ``layer`` can be routed, else why not (a short phrase)."""
-    if not isinstance(layer, nn.Conv2D):
-        return "not a Conv2D"
-    if type(layer).forward is not nn.Conv2D.forward:
-        return "a Conv2D subclass with its own forward"
+    if isinstance(layer, nn.Conv2DTranspose):
+        base = nn.Conv2DTranspose
+    elif isinstance(layer, nn.Conv2D):
+        base = nn.Conv2D
+    else:
+        return "not a convolution"
+    if type(layer).forward is not base.forward:
+        return f"a {base.__name__} subclass with its own forward"
     if layer._groups != 1:
         return f"groups={layer._groups}"
     if layer._data_format != "NCHW":
         return f"data_format={layer._data_format}"
     if layer.weight.dtype != paddle.float32:
         return f"weight dtype {layer.weight.dtype}"
-    if getattr(layer, "_padding_algorithm", None) not in ("EXPLICIT", "SAME", "VALID"):
-        return "unrecognised padding"
+    allowed = ("EXPLICIT", "VALID") if base is nn.Conv2DTranspose else ("EXPLICIT", "SAME", "VALID")
+    if getattr(layer, "_padding_algorithm", None) not in allowed:
+        return f"padding {layer._padding!r}"
+    if base is nn.Conv2DTranspose and not _zero(layer.output_padding):
+        return "output_padding"
     return None
 
 
@@ -163,6 +200,16 @@ def _routed_forward(self, x):
     return _run(load_library(), x, self.weight, self.bias, self._stride, pads, dilation, route["threads"])
 
 
+def _routed_transpose_forward(self, x, output_size=None):
+    """Conv2DTranspose.forward through oneDNN; an explicit output_size goes to Paddle's."""
+    route = self.__dict__["_pcnn_accel_route"]
+    if (output_size is not None or x.dtype != paddle.float32 or x.ndim != 4 or not x.place.is_cpu_place()
+            or x.shape[0] == 0):
+        return type(self).forward(self, x, output_size)
+    return _run(load_library(), x, self.weight, self.bias, self._stride, route["pads"], self._dilation,
+                route["threads"], transposed=True)
+
+
 def route(layer: nn.Layer, threads: int | None) -> None:
     """Send ``layer``'s forward through the operator (layer_supported() must be None).
 
@@ -170,12 +217,13 @@ def route(layer: nn.Layer, threads: int | None) -> None:
     so deep copies of a routed model work and stay routed.
     """
     pads = None
-    if layer._padding_algorithm == "EXPLICIT":
-        pads, _ = explicit_padding(layer._updated_padding, (0, 0), layer._kernel_size, layer._stride,
-                                   layer._dilation)
+    if layer._padding_algorithm in ("EXPLICIT", "VALID") or isinstance(layer, nn.Conv2DTranspose):
+        padding = "VALID" if layer._padding_algorithm == "VALID" else layer._updated_padding
+        pads, _ = explicit_padding(padding, (0, 0), layer._kernel_size, layer._stride, layer._dilation)
+    forward = _routed_transpose_forward if isinstance(layer, nn.Conv2DTranspose) else _routed_forward
     # object.__setattr__: plain attributes, invisible to parameters() and state_dict().
     object.__setattr__(layer, "_pcnn_accel_route", {"threads": threads, "pads": pads})
-    object.__setattr__(layer, "forward", _routed_forward.__get__(layer, type(layer)))
+    object.__setattr__(layer, "forward", forward.__get__(layer, type(layer)))
 
 
 def unroute(layer: nn.Layer) -> bool:

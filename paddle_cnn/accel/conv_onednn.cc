@@ -9,9 +9,10 @@
 // holds a single oneDNN. Only long-standing oneDNN v3 API is used: the same
 // source builds against Paddle 2.6 (oneDNN 3.2) and Paddle 3.x (oneDNN 3.6).
 //
-// Scope: float32, NCHW, groups 1, explicit (possibly asymmetric) padding,
-// strides and dilations. Anything else stays on Paddle's conv (decided in
-// Python, paddle_cnn/accel/conv.py).
+// Scope: conv2d and conv2d_transpose (oneDNN's deconvolution) in float32,
+// NCHW, groups 1, explicit (possibly asymmetric) padding, any strides and
+// dilations. Anything else stays on Paddle's kernels (decided in Python,
+// paddle_cnn/accel/conv.py).
 //
 // Layouts: the primitives choose their own blocked layouts (format `any`);
 // plain Paddle tensors are reordered into reusable workspace buffers and
@@ -42,15 +43,17 @@ using Tag = memory::format_tag;
 // ---------------------------------------------------------------- geometry
 
 int64_t output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad_lo,
-                    int64_t pad_hi, int64_t dilation) {
+                    int64_t pad_hi, int64_t dilation, bool transposed) {
   const int64_t extent = (kernel - 1) * dilation + 1;
+  if (transposed) return (in - 1) * stride - pad_lo - pad_hi + extent;
   return (in + pad_lo + pad_hi - extent) / stride + 1;
 }
 
 // Everything a primitive depends on; its text form is the cache key.
 struct Geometry {
+  bool transposed;         // conv2d_transpose: weight is [c, o, kh, kw]
   int64_t n, c, h, w;      // input  [n, c, h, w]
-  int64_t o, kh, kw;       // weight [o, c, kh, kw]
+  int64_t o, kh, kw;       // weight [o, c, kh, kw] (conv2d)
   int64_t oh, ow;          // output [n, o, oh, ow]
   int64_t sh, sw;          // strides
   int64_t dh, dw;          // dilations as Paddle counts them (1 = dense)
@@ -60,7 +63,7 @@ struct Geometry {
 
   std::string key() const {
     std::ostringstream s;
-    s << n << ',' << c << ',' << h << ',' << w << '|' << o << ',' << kh << ','
+    s << (transposed ? 'T' : 'C') << n << ',' << c << ',' << h << ',' << w << '|' << o << ',' << kh << ','
       << kw << '|' << sh << ',' << sw << '|' << dh << ',' << dw << '|' << pt
       << ',' << pb << ',' << pl << ',' << pr << '|' << bias << '|' << threads;
     return s.str();
@@ -71,6 +74,11 @@ struct Geometry {
   }
   memory::desc weights(Tag tag) const {
     return memory::desc({o, c, kh, kw}, memory::data_type::f32, tag);
+  }
+  // Paddle's weight tensor as oneDNN sees it: conv2d stores [o, c, kh, kw],
+  // conv2d_transpose [c, o, kh, kw]; both are oneDNN's {o, c, kh, kw} dims.
+  memory::desc user_weights() const {
+    return weights(transposed ? Tag::iohw : Tag::oihw);
   }
   memory::desc dst(Tag tag) const {
     return memory::desc({n, o, oh, ow}, memory::data_type::f32, tag);
@@ -91,7 +99,8 @@ void check_tensor(const paddle::Tensor& t, const char* name) {
 }
 
 Geometry make_geometry(const paddle::Tensor& x, const paddle::Tensor& w,
-                       bool bias, const std::vector<int>& strides,
+                       bool transposed, bool bias,
+                       const std::vector<int>& strides,
                        const std::vector<int>& paddings,
                        const std::vector<int>& dilations, int threads) {
   check_tensor(x, "x");
@@ -102,7 +111,8 @@ Geometry make_geometry(const paddle::Tensor& x, const paddle::Tensor& w,
            "-D");
   PD_CHECK(ws.size() == 4, "oneDNN conv2d: weight must be 4-D, got ",
            ws.size(), "-D");
-  PD_CHECK(ws[1] == xs[1], "oneDNN conv2d: weight expects ", ws[1],
+  const int64_t in_channels = transposed ? ws[0] : ws[1];
+  PD_CHECK(in_channels == xs[1], "oneDNN conv2d: weight expects ", in_channels,
            " input channels, x has ", xs[1], " (groups must be 1)");
   PD_CHECK(strides.size() == 2 && dilations.size() == 2 && paddings.size() == 4,
            "oneDNN conv2d: strides and dilations take 2 values, paddings 4");
@@ -113,13 +123,14 @@ Geometry make_geometry(const paddle::Tensor& x, const paddle::Tensor& w,
     PD_CHECK(p >= 0, "oneDNN conv2d: paddings must be >= 0");
   }
   Geometry g{};
+  g.transposed = transposed;
   g.n = xs[0], g.c = xs[1], g.h = xs[2], g.w = xs[3];
-  g.o = ws[0], g.kh = ws[2], g.kw = ws[3];
+  g.o = transposed ? ws[1] : ws[0], g.kh = ws[2], g.kw = ws[3];
   g.sh = strides[0], g.sw = strides[1];
   g.dh = dilations[0], g.dw = dilations[1];
   g.pt = paddings[0], g.pb = paddings[1], g.pl = paddings[2], g.pr = paddings[3];
-  g.oh = output_size(g.h, g.kh, g.sh, g.pt, g.pb, g.dh);
-  g.ow = output_size(g.w, g.kw, g.sw, g.pl, g.pr, g.dw);
+  g.oh = output_size(g.h, g.kh, g.sh, g.pt, g.pb, g.dh, transposed);
+  g.ow = output_size(g.w, g.kw, g.sw, g.pl, g.pr, g.dw, transposed);
   PD_CHECK(g.n > 0 && g.c > 0 && g.o > 0, "oneDNN conv2d: empty tensor");
   PD_CHECK(g.oh > 0 && g.ow > 0, "oneDNN conv2d: the kernel (", g.kh, "x",
            g.kw, ") does not fit the padded input (", g.h, "x", g.w, ")");
@@ -284,88 +295,120 @@ dnnl::primitive_attr user_scratchpad() {
   return attr;
 }
 
-dnnl::convolution_forward::primitive_desc forward_desc(const Geometry& g) {
+// The two primitive families share one code path: Paddle's conv2d, and
+// conv2d_transpose (oneDNN's deconvolution, whose backward passes are the
+// convolution's passes the other way round).
+struct Convolution {
+  using Forward = dnnl::convolution_forward;
+  using BackwardData = dnnl::convolution_backward_data;
+  using BackwardWeights = dnnl::convolution_backward_weights;
+  static constexpr dnnl::algorithm algorithm = dnnl::algorithm::convolution_direct;
+};
+
+struct Deconvolution {
+  using Forward = dnnl::deconvolution_forward;
+  using BackwardData = dnnl::deconvolution_backward_data;
+  using BackwardWeights = dnnl::deconvolution_backward_weights;
+  static constexpr dnnl::algorithm algorithm =
+      dnnl::algorithm::deconvolution_direct;
+};
+
+template <typename Kind>
+typename Kind::Forward::primitive_desc forward_desc(const Geometry& g) {
   const auto any = Tag::any;
+  using Pd = typename Kind::Forward::primitive_desc;
   if (g.bias) {
-    return dnnl::convolution_forward::primitive_desc(
-        engine(), dnnl::prop_kind::forward_training,
-        dnnl::algorithm::convolution_direct, g.src(any), g.weights(any),
-        g.bias_desc(), g.dst(any), g.strides(), g.dilates(), g.pad_l(),
-        g.pad_r(), user_scratchpad());
+    return Pd(engine(), dnnl::prop_kind::forward_training, Kind::algorithm,
+              g.src(any), g.weights(any), g.bias_desc(), g.dst(any),
+              g.strides(), g.dilates(), g.pad_l(), g.pad_r(),
+              user_scratchpad());
   }
-  return dnnl::convolution_forward::primitive_desc(
-      engine(), dnnl::prop_kind::forward_training,
-      dnnl::algorithm::convolution_direct, g.src(any), g.weights(any),
-      g.dst(any), g.strides(), g.dilates(), g.pad_l(), g.pad_r(),
-      user_scratchpad());
+  return Pd(engine(), dnnl::prop_kind::forward_training, Kind::algorithm,
+            g.src(any), g.weights(any), g.dst(any), g.strides(), g.dilates(),
+            g.pad_l(), g.pad_r(), user_scratchpad());
 }
 
 struct ForwardPlan {
-  dnnl::convolution_forward prim;
+  dnnl::primitive prim;
   memory::desc scratch;
   Reorder src_in, weights_in, dst_out;
 };
 
 struct BackwardDataPlan {
-  dnnl::convolution_backward_data prim;
+  dnnl::primitive prim;
   memory::desc scratch;
   Reorder diff_dst_in, weights_in, diff_src_out;
 };
 
 struct BackwardWeightsPlan {
-  dnnl::convolution_backward_weights prim;
+  dnnl::primitive prim;
   memory::desc scratch;
   Reorder src_in, diff_dst_in, diff_weights_out;
 };
 
-std::unique_ptr<ForwardPlan> make_forward_plan(const Geometry& g) {
-  auto pd = forward_desc(g);
+template <typename Kind>
+std::unique_ptr<ForwardPlan> forward_plan(const Geometry& g) {
+  auto pd = forward_desc<Kind>(g);
   auto plan = std::make_unique<ForwardPlan>();
-  plan->prim = dnnl::convolution_forward(pd);
+  plan->prim = typename Kind::Forward(pd);
   plan->scratch = pd.scratchpad_desc();
   plan->src_in = make_reorder(g.src(Tag::nchw), pd.src_desc());
-  plan->weights_in = make_reorder(g.weights(Tag::oihw), pd.weights_desc());
+  plan->weights_in = make_reorder(g.user_weights(), pd.weights_desc());
   plan->dst_out = make_reorder(pd.dst_desc(), g.dst(Tag::nchw));
   return plan;
 }
 
-std::unique_ptr<BackwardDataPlan> make_backward_data_plan(const Geometry& g) {
+template <typename Kind>
+std::unique_ptr<BackwardDataPlan> backward_data_plan(const Geometry& g) {
   const auto any = Tag::any;
-  auto hint = forward_desc(g);
-  dnnl::convolution_backward_data::primitive_desc pd(
-      engine(), dnnl::algorithm::convolution_direct, g.src(any),
-      g.weights(any), g.dst(any), g.strides(), g.dilates(), g.pad_l(),
-      g.pad_r(), hint, user_scratchpad());
+  auto hint = forward_desc<Kind>(g);
+  typename Kind::BackwardData::primitive_desc pd(
+      engine(), Kind::algorithm, g.src(any), g.weights(any), g.dst(any),
+      g.strides(), g.dilates(), g.pad_l(), g.pad_r(), hint, user_scratchpad());
   auto plan = std::make_unique<BackwardDataPlan>();
-  plan->prim = dnnl::convolution_backward_data(pd);
+  plan->prim = typename Kind::BackwardData(pd);
   plan->scratch = pd.scratchpad_desc();
   plan->diff_dst_in = make_reorder(g.dst(Tag::nchw), pd.diff_dst_desc());
-  plan->weights_in = make_reorder(g.weights(Tag::oihw), pd.weights_desc());
+  plan->weights_in = make_reorder(g.user_weights(), pd.weights_desc());
   plan->diff_src_out = make_reorder(pd.diff_src_desc(), g.src(Tag::nchw));
   return plan;
 }
 
-std::unique_ptr<BackwardWeightsPlan> make_backward_weights_plan(
-    const Geometry& g) {
+template <typename Kind>
+std::unique_ptr<BackwardWeightsPlan> backward_weights_plan(const Geometry& g) {
   const auto any = Tag::any;
-  auto hint = forward_desc(g);
-  auto pd =
-      g.bias ? dnnl::convolution_backward_weights::primitive_desc(
-                   engine(), dnnl::algorithm::convolution_direct, g.src(any),
-                   g.weights(any), g.bias_desc(), g.dst(any), g.strides(),
-                   g.dilates(), g.pad_l(), g.pad_r(), hint, user_scratchpad())
-             : dnnl::convolution_backward_weights::primitive_desc(
-                   engine(), dnnl::algorithm::convolution_direct, g.src(any),
-                   g.weights(any), g.dst(any), g.strides(), g.dilates(),
-                   g.pad_l(), g.pad_r(), hint, user_scratchpad());
+  auto hint = forward_desc<Kind>(g);
+  using Pd = typename Kind::BackwardWeights::primitive_desc;
+  auto pd = g.bias ? Pd(engine(), Kind::algorithm, g.src(any), g.weights(any),
+                        g.bias_desc(), g.dst(any), g.strides(), g.dilates(),
+                        g.pad_l(), g.pad_r(), hint, user_scratchpad())
+                   : Pd(engine(), Kind::algorithm, g.src(any), g.weights(any),
+                        g.dst(any), g.strides(), g.dilates(), g.pad_l(),
+                        g.pad_r(), hint, user_scratchpad());
   auto plan = std::make_unique<BackwardWeightsPlan>();
-  plan->prim = dnnl::convolution_backward_weights(pd);
+  plan->prim = typename Kind::BackwardWeights(pd);
   plan->scratch = pd.scratchpad_desc();
   plan->src_in = make_reorder(g.src(Tag::nchw), pd.src_desc());
   plan->diff_dst_in = make_reorder(g.dst(Tag::nchw), pd.diff_dst_desc());
   plan->diff_weights_out =
-      make_reorder(pd.diff_weights_desc(), g.weights(Tag::oihw));
+      make_reorder(pd.diff_weights_desc(), g.user_weights());
   return plan;
+}
+
+std::unique_ptr<ForwardPlan> make_forward_plan(const Geometry& g) {
+  return g.transposed ? forward_plan<Deconvolution>(g)
+                      : forward_plan<Convolution>(g);
+}
+
+std::unique_ptr<BackwardDataPlan> make_backward_data_plan(const Geometry& g) {
+  return g.transposed ? backward_data_plan<Deconvolution>(g)
+                      : backward_data_plan<Convolution>(g);
+}
+
+std::unique_ptr<BackwardWeightsPlan> make_backward_weights_plan(
+    const Geometry& g) {
+  return g.transposed ? backward_weights_plan<Deconvolution>(g)
+                      : backward_weights_plan<Convolution>(g);
 }
 
 // A bounded least-recently-used map from geometry to plan. Unbounded, a
@@ -465,7 +508,7 @@ std::string dnnl_message(const dnnl::error& e) {
   return s.str();
 }
 
-std::vector<paddle::Tensor> forward(const paddle::Tensor& x_in,
+std::vector<paddle::Tensor> forward(bool transposed, const paddle::Tensor& x_in,
                                     const paddle::Tensor& w_in,
                                     const paddle::Tensor* b_in,
                                     const std::vector<int>& strides,
@@ -473,8 +516,8 @@ std::vector<paddle::Tensor> forward(const paddle::Tensor& x_in,
                                     const std::vector<int>& dilations,
                                     int threads) {
   const paddle::Tensor x = dense(x_in), w = dense(w_in);
-  const Geometry g = make_geometry(x, w, b_in != nullptr, strides, paddings,
-                                   dilations, threads);
+  const Geometry g = make_geometry(x, w, transposed, b_in != nullptr, strides,
+                                   paddings, dilations, threads);
   paddle::Tensor b;
   if (b_in != nullptr) {
     b = dense(*b_in);
@@ -512,7 +555,7 @@ std::vector<paddle::Tensor> forward(const paddle::Tensor& x_in,
 
 // need_dx is false when the input needs no gradient (a first layer):
 // backward-data is then skipped, the costliest part of that layer's backward.
-std::vector<paddle::Tensor> backward(const paddle::Tensor& x_in,
+std::vector<paddle::Tensor> backward(bool transposed, const paddle::Tensor& x_in,
                                      const paddle::Tensor& w_in,
                                      const paddle::Tensor& dout_in, bool bias,
                                      const std::vector<int>& strides,
@@ -521,7 +564,8 @@ std::vector<paddle::Tensor> backward(const paddle::Tensor& x_in,
                                      int threads, bool need_dx) {
   const paddle::Tensor x = dense(x_in), w = dense(w_in), dout = dense(dout_in);
   const Geometry g =
-      make_geometry(x, w, bias, strides, paddings, dilations, threads);
+      make_geometry(x, w, transposed, bias, strides, paddings, dilations,
+                    threads);
   check_tensor(dout, "output gradient");
   PD_CHECK(dout.shape() == std::vector<int64_t>({g.n, g.o, g.oh, g.ow}),
            "oneDNN conv2d: the output gradient has the wrong shape");
@@ -585,42 +629,51 @@ std::vector<paddle::Tensor> backward(const paddle::Tensor& x_in,
 }
 
 // --------------------------------------------------- Paddle registrations
+//
+// Four operators: conv2d and conv2d_transpose, each with and without a bias
+// (a bias input cannot be optional in Paddle 2.6's custom-op API).
 
-std::vector<paddle::Tensor> ConvForward(const paddle::Tensor& x,
-                                        const paddle::Tensor& w,
-                                        const std::vector<int>& strides,
-                                        const std::vector<int>& paddings,
-                                        const std::vector<int>& dilations,
-                                        int threads, bool need_dx) {
-  return forward(x, w, nullptr, strides, paddings, dilations, threads);
+template <bool Transposed>
+std::vector<paddle::Tensor> Forward(const paddle::Tensor& x,
+                                    const paddle::Tensor& w,
+                                    const std::vector<int>& strides,
+                                    const std::vector<int>& paddings,
+                                    const std::vector<int>& dilations,
+                                    int threads, bool need_dx) {
+  return forward(Transposed, x, w, nullptr, strides, paddings, dilations,
+                 threads);
 }
 
-std::vector<paddle::Tensor> ConvBiasForward(
+template <bool Transposed>
+std::vector<paddle::Tensor> BiasForward(
     const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& b,
     const std::vector<int>& strides, const std::vector<int>& paddings,
     const std::vector<int>& dilations, int threads, bool need_dx) {
-  return forward(x, w, &b, strides, paddings, dilations, threads);
+  return forward(Transposed, x, w, &b, strides, paddings, dilations, threads);
 }
 
-std::vector<paddle::Tensor> ConvBackward(const paddle::Tensor& x,
-                                         const paddle::Tensor& w,
-                                         const paddle::Tensor& dout,
-                                         const std::vector<int>& strides,
-                                         const std::vector<int>& paddings,
-                                         const std::vector<int>& dilations,
-                                         int threads, bool need_dx) {
-  return backward(x, w, dout, false, strides, paddings, dilations, threads,
-                  need_dx);
+template <bool Transposed>
+std::vector<paddle::Tensor> Backward(const paddle::Tensor& x,
+                                     const paddle::Tensor& w,
+                                     const paddle::Tensor& dout,
+                                     const std::vector<int>& strides,
+                                     const std::vector<int>& paddings,
+                                     const std::vector<int>& dilations,
+                                     int threads, bool need_dx) {
+  return backward(Transposed, x, w, dout, false, strides, paddings, dilations,
+                  threads, need_dx);
 }
 
-std::vector<paddle::Tensor> ConvBiasBackward(
+template <bool Transposed>
+std::vector<paddle::Tensor> BiasBackward(
     const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& dout,
     const std::vector<int>& strides, const std::vector<int>& paddings,
     const std::vector<int>& dilations, int threads, bool need_dx) {
-  return backward(x, w, dout, true, strides, paddings, dilations, threads,
-                  need_dx);
+  return backward(Transposed, x, w, dout, true, strides, paddings, dilations,
+                  threads, need_dx);
 }
 
+template <bool Transposed>
 std::vector<int64_t> output_shape(const std::vector<int64_t>& x,
                                   const std::vector<int64_t>& w,
                                   const std::vector<int>& strides,
@@ -629,34 +682,37 @@ std::vector<int64_t> output_shape(const std::vector<int64_t>& x,
   auto spatial = [&](int64_t in, int64_t k, int axis) -> int64_t {
     if (in < 0) return -1;  // unknown in a static graph
     return output_size(in, k, strides[axis], paddings[2 * axis],
-                       paddings[2 * axis + 1], dilations[axis]);
+                       paddings[2 * axis + 1], dilations[axis], Transposed);
   };
-  return {x[0], w[0], spatial(x[2], w[2], 0), spatial(x[3], w[3], 1)};
+  return {x[0], Transposed ? w[1] : w[0], spatial(x[2], w[2], 0),
+          spatial(x[3], w[3], 1)};
 }
 
-std::vector<std::vector<int64_t>> ConvInferShape(
+template <bool Transposed>
+std::vector<std::vector<int64_t>> InferShape(
     const std::vector<int64_t>& x, const std::vector<int64_t>& w,
     const std::vector<int>& strides, const std::vector<int>& paddings,
     const std::vector<int>& dilations, int threads, bool need_dx) {
-  return {output_shape(x, w, strides, paddings, dilations)};
+  return {output_shape<Transposed>(x, w, strides, paddings, dilations)};
 }
 
-std::vector<std::vector<int64_t>> ConvBiasInferShape(
+template <bool Transposed>
+std::vector<std::vector<int64_t>> BiasInferShape(
     const std::vector<int64_t>& x, const std::vector<int64_t>& w,
     const std::vector<int64_t>& b, const std::vector<int>& strides,
     const std::vector<int>& paddings, const std::vector<int>& dilations,
     int threads, bool need_dx) {
-  return {output_shape(x, w, strides, paddings, dilations)};
+  return {output_shape<Transposed>(x, w, strides, paddings, dilations)};
 }
 
-std::vector<paddle::DataType> ConvInferDtype(const paddle::DataType& x,
-                                             const paddle::DataType& w) {
+std::vector<paddle::DataType> InferDtype(const paddle::DataType& x,
+                                         const paddle::DataType& w) {
   return {x};
 }
 
-std::vector<paddle::DataType> ConvBiasInferDtype(const paddle::DataType& x,
-                                                 const paddle::DataType& w,
-                                                 const paddle::DataType& b) {
+std::vector<paddle::DataType> BiasInferDtype(const paddle::DataType& x,
+                                             const paddle::DataType& w,
+                                             const paddle::DataType& b) {
   return {x};
 }
 
@@ -672,29 +728,57 @@ PD_BUILD_OP(pcnn_conv2d)
     .Inputs({"X", "W"})
     .Outputs({"Out"})
     .Attrs(PCNN_CONV_ATTRS)
-    .SetKernelFn(PD_KERNEL(ConvForward))
-    .SetInferShapeFn(PD_INFER_SHAPE(ConvInferShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(ConvInferDtype));
+    .SetKernelFn(PD_KERNEL(Forward<false>))
+    .SetInferShapeFn(PD_INFER_SHAPE(InferShape<false>))
+    .SetInferDtypeFn(PD_INFER_DTYPE(InferDtype));
 
 PD_BUILD_GRAD_OP(pcnn_conv2d)
     .Inputs({"X", "W", paddle::Grad("Out")})
     .Outputs({paddle::Grad("X"), paddle::Grad("W")})
     .Attrs(PCNN_CONV_ATTRS)
-    .SetKernelFn(PD_KERNEL(ConvBackward));
+    .SetKernelFn(PD_KERNEL(Backward<false>));
 
 PD_BUILD_OP(pcnn_conv2d_bias)
     .Inputs({"X", "W", "Bias"})
     .Outputs({"Out"})
     .Attrs(PCNN_CONV_ATTRS)
-    .SetKernelFn(PD_KERNEL(ConvBiasForward))
-    .SetInferShapeFn(PD_INFER_SHAPE(ConvBiasInferShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(ConvBiasInferDtype));
+    .SetKernelFn(PD_KERNEL(BiasForward<false>))
+    .SetInferShapeFn(PD_INFER_SHAPE(BiasInferShape<false>))
+    .SetInferDtypeFn(PD_INFER_DTYPE(BiasInferDtype));
 
 PD_BUILD_GRAD_OP(pcnn_conv2d_bias)
     .Inputs({"X", "W", paddle::Grad("Out")})
     .Outputs({paddle::Grad("X"), paddle::Grad("W"), paddle::Grad("Bias")})
     .Attrs(PCNN_CONV_ATTRS)
-    .SetKernelFn(PD_KERNEL(ConvBiasBackward));
+    .SetKernelFn(PD_KERNEL(BiasBackward<false>));
+
+PD_BUILD_OP(pcnn_conv2d_transpose)
+    .Inputs({"X", "W"})
+    .Outputs({"Out"})
+    .Attrs(PCNN_CONV_ATTRS)
+    .SetKernelFn(PD_KERNEL(Forward<true>))
+    .SetInferShapeFn(PD_INFER_SHAPE(InferShape<true>))
+    .SetInferDtypeFn(PD_INFER_DTYPE(InferDtype));
+
+PD_BUILD_GRAD_OP(pcnn_conv2d_transpose)
+    .Inputs({"X", "W", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("W")})
+    .Attrs(PCNN_CONV_ATTRS)
+    .SetKernelFn(PD_KERNEL(Backward<true>));
+
+PD_BUILD_OP(pcnn_conv2d_transpose_bias)
+    .Inputs({"X", "W", "Bias"})
+    .Outputs({"Out"})
+    .Attrs(PCNN_CONV_ATTRS)
+    .SetKernelFn(PD_KERNEL(BiasForward<true>))
+    .SetInferShapeFn(PD_INFER_SHAPE(BiasInferShape<true>))
+    .SetInferDtypeFn(PD_INFER_DTYPE(BiasInferDtype));
+
+PD_BUILD_GRAD_OP(pcnn_conv2d_transpose_bias)
+    .Inputs({"X", "W", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("W"), paddle::Grad("Bias")})
+    .Attrs(PCNN_CONV_ATTRS)
+    .SetKernelFn(PD_KERNEL(BiasBackward<true>));
 
 // ------------------------------------------- plain C entry points (ctypes)
 
