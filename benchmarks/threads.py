@@ -30,7 +30,7 @@ import paddle
 
 def step_rate(model_name: str, threads: int, steps: int, profile: str = "cpu") -> float:
     """Training examples/sec of ``model_name`` with ``threads`` MKL threads (after 2 warm-up steps)."""
-    cfg = config_for(model_name, profile)
+    cfg = config_for(model_name, profile, device="cpu")
     runtime.set_cpu_threads(threads)
     paddle.seed(0)
     model = build_model(cfg)
@@ -57,7 +57,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("models", nargs="+", choices=list_models(), metavar="MODEL")
     parser.add_argument("--steps", type=int, default=4, help="timed steps per round (default 4)")
+    parser.add_argument("--device", default="cpu", choices=runtime.DEVICES)
     args = parser.parse_args(argv)
+    runtime.get_device(args.device)  # before any model or tensor exists
     cores = runtime.physical_cores()  # what runtime gives MKL by default
     print(f"# {runtime.cpu_model()}, {cores} cores, cpu profiles, random data")
     for name in args.models:

@@ -188,9 +188,21 @@ def spawn(fn, nproc: int, device: str, *args, **kwargs):
     backend = "nccl" if device == "gpu" else "gloo"
     os.environ.setdefault("GLOG_minloglevel", "2")  # the workers' C++ INFO lines (TCP store, ports) are noise here
     warnings.filterwarnings("ignore", message="Your model will be trained under CPUONLY mode")
+    # A spawned interpreter unpickles Paddle's process wrapper, and so imports Paddle, before our function;
+    # naming our own main module makes it import paddle_cnn (zlib, CPU tuning) first.
+    import importlib
+    import sys
+
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = importlib.import_module("paddle_cnn._spawn_main")
     try:
-        ctx = dist.spawn(_worker, args=(fn, args, kwargs), nprocs=nproc, backend=backend, join=True)
-    except Exception as e:  # spawn raises a plain Exception carrying the worker's traceback
+        ctx = dist.spawn(_worker, args=(fn, args, kwargs), nprocs=nproc, backend=backend, join=False)
+    finally:
+        sys.modules["__main__"] = main
+    try:
+        while not ctx.join():
+            pass
+    except Exception as e:  # join raises a plain Exception carrying the worker's traceback
         raise WorkerError(_last_line(str(e)), str(e)) from None
     results = [q.get() for q in ctx.return_queues if not q.empty()] if ctx is not None else []
     return results[0] if results else None

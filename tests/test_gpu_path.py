@@ -2,7 +2,6 @@
 per-step host copies, warm-up outside the timer, fp16 advice, run records."""
 import math
 
-import numpy as np
 import paddle
 import pytest
 
