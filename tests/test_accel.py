@@ -273,7 +273,7 @@ def test_plan_cache_is_bounded(library):
             accel.conv2d(paddle.randn([n, 2, 6, 6]), w)
         assert library.cache_size() <= 3 * 4
     finally:
-        library.set_cache_capacity(32)
+        library.set_cache_capacity(build.CACHE_CAPACITY)
 
 
 def test_file_lock_serialises_builders(tmp_path):

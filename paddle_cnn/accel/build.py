@@ -39,6 +39,9 @@ SOURCE = Path(__file__).with_name("conv_onednn.cc")
 ONEDNN_DEVEL = "onednn-devel==2025.0.0"  # the headers requirements.txt installs
 DNNL_RUNTIME_OMP = 2  # DNNL_RUNTIME_OMP in dnnl_config.h
 BUILD_TIMEOUT_S = 1200
+# Plans (primitives + reorders) kept per kind: forward, backward-data, backward-weights. A plan
+# costs ~10 KB; ResNet-18 needs 11 per batch size (train, last partial batch, evaluation).
+CACHE_CAPACITY = 48
 
 
 class Unavailable(RuntimeError):
@@ -359,4 +362,6 @@ def _load() -> Library:
     cdll = ctypes.CDLL(str(so))  # the same handle Paddle opened: no second copy
     cdll.pcnn_dnnl_library_path.restype = ctypes.c_char_p
     cdll.pcnn_workspace_bytes.restype = ctypes.c_int64
-    return Library(ops=ops, cdll=cdll, path=so)
+    library = Library(ops=ops, cdll=cdll, path=so)
+    library.set_cache_capacity(CACHE_CAPACITY)
+    return library

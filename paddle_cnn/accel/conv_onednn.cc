@@ -216,12 +216,14 @@ dnnl::stream& stream() {
 // Reusable buffers for blocked copies and scratchpads. Convolutions run one
 // at a time (under the state mutex), so one buffer per role suffices; the
 // buffers grow to the largest layer and are then reused, which spares the
-// page faults of freshly allocated memory on every step.
+// page faults of freshly allocated memory on every step. A forward and a
+// backward call never overlap, so the forward's output buffer doubles as
+// the backward's output-gradient buffer.
 enum Slot {
   kSrc,
   kWeights,
-  kDst,
   kDiffDst,
+  kDst = kDiffDst,
   kDiffDstWeights,
   kDiffSrc,
   kDiffWeights,
@@ -451,7 +453,7 @@ class PlanCache {
  private:
   using Item = std::pair<std::string, std::unique_ptr<Plan>>;
   Factory make_;
-  size_t capacity_ = 32;
+  size_t capacity_ = 48;
   std::list<Item> items_;
   std::unordered_map<std::string, typename std::list<Item>::iterator> index_;
 };
@@ -606,9 +608,10 @@ std::vector<paddle::Tensor> backward(bool transposed, const paddle::Tensor& x_in
     if (need_dx && diff_dst_for_data_desc == plan.diff_dst_in.to) {
       args.insert({DNNL_ARG_DIFF_DST, diff_dst_for_data});  // same layout: reuse
     } else {
+      // A second buffer only while backward-data's copy must stay intact.
       args.insert({DNNL_ARG_DIFF_DST,
                    stage_input(plan.diff_dst_in, dout.data<float>(),
-                               kDiffDstWeights)});
+                               need_dx ? kDiffDstWeights : kDiffDst)});
     }
     memory diff_weights =
         output_memory(plan.diff_weights_out, dw.data<float>(), kDiffWeights);
