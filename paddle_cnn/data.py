@@ -310,9 +310,12 @@ def epoch_indices(num: int, batch_size: int, seed: int, epoch: int, rank: int = 
 class FashionMNIST:
     """Fashion-MNIST resident on the device, served as ready-to-train float batches.
 
-    >>> data = FashionMNIST(resize=64, train_subset=6000)   # doctest: +SKIP
-    >>> x, y = next(data.train_batches(batch_size=128, epoch=0))
-    >>> x.shape, y.shape                                      # [128, 1, 64, 64], [128]
+    Needs the Fashion-MNIST files, so the test suite skips it:
+
+    >>> data = FashionMNIST(resize=64, train_subset=6000)            # doctest: +SKIP
+    >>> x, y = next(data.train_batches(batch_size=128, epoch=0))      # doctest: +SKIP
+    >>> list(x.shape), list(y.shape)                                  # doctest: +SKIP
+    ([128, 1, 64, 64], [128])
     """
 
     task = "classification"

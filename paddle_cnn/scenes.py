@@ -143,9 +143,12 @@ def generate_scenes(images: np.ndarray, labels: np.ndarray, split: str, indices:
                     seed: int = 0, config: SceneConfig = SceneConfig()) -> SceneSet:
     """Scenes ``indices`` of ``split`` built from that split's images [N, 28, 28] and labels [N].
 
-    >>> arrays = load_fashion_mnist()                                        # doctest: +SKIP
-    >>> s = generate_scenes(arrays.test_images, arrays.test_labels, "test", range(8))
-    >>> s.images.shape, s.boxes.shape                                       # (8, 64, 64), (8, 4, 4)
+    Needs the Fashion-MNIST files, so the test suite skips it:
+
+    >>> arrays = load_fashion_mnist()                                                  # doctest: +SKIP
+    >>> s = generate_scenes(arrays.test_images, arrays.test_labels, "test", range(8))  # doctest: +SKIP
+    >>> s.images.shape, s.boxes.shape                                                  # doctest: +SKIP
+    ((8, 64, 64), (8, 4, 4))
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
@@ -240,9 +243,12 @@ class FashionScenes:
     ``flip_channels`` names target channels that swap under a horizontal flip
     (DenseBox's left/right distances) when ``augment='flip'``.
 
+    Needs the Fashion-MNIST files, so the test suite skips it:
+
     >>> data = FashionScenes(SceneConfig(canvas=64), num_train=2000, num_test=500)   # doctest: +SKIP
-    >>> x, mask = next(data.train_batches(batch_size=32, epoch=0))
-    >>> x.shape, mask.shape                                      # [32, 1, 64, 64], [32, 64, 64]
+    >>> x, mask = next(data.train_batches(batch_size=32, epoch=0))                  # doctest: +SKIP
+    >>> list(x.shape), list(mask.shape)                                             # doctest: +SKIP
+    ([32, 1, 64, 64], [32, 64, 64])
     """
 
     AUGMENTS = ("none", "flip")

@@ -659,8 +659,10 @@ def train(model: str, profile: str = "auto", out=None, resume: bool = False, dat
           **overrides) -> FitResult:
     """Train a registered model with a profile; the call behind the notebooks.
 
+    Needs the Fashion-MNIST files, so the test suite skips it:
+
     >>> result = train("lenet_relu", profile="smoke", log=None, progress=False)   # doctest: +SKIP
-    >>> result.history[-1]["epoch"]
+    >>> result.history[-1]["epoch"]                                               # doctest: +SKIP
     1
 
     With ``out``, the folder receives the per-epoch checkpoint, ``results.json``

@@ -6,7 +6,6 @@ the two 4096-wide fully connected layers.
 """
 from __future__ import annotations
 
-import paddle
 from paddle import nn
 
 from ..blocks import Classifier, mlp_head, out_size
@@ -29,7 +28,7 @@ MIN_SIZE = 65
 class AlexNet(Classifier):
     """AlexNet for ``input_size`` x ``input_size`` images (224 in the course).
 
-    >>> AlexNet()(paddle.zeros([2, 1, 224, 224])).shape
+    >>> list(AlexNet()(paddle.zeros([2, 1, 224, 224])).shape)
     [2, 10]
     """
 
@@ -62,7 +61,7 @@ class AlexNet(Classifier):
 def alexnet(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> AlexNet:
     """AlexNet as in the course (d2l's single-channel version).
 
-    >>> alexnet()(paddle.zeros([1, 1, 224, 224])).shape
+    >>> list(alexnet()(paddle.zeros([1, 1, 224, 224])).shape)
     [1, 10]
     """
     return AlexNet(num_classes, in_channels, input_size)

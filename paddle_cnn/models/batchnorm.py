@@ -60,7 +60,7 @@ class BatchNorm(nn.Layer):
     variance are buffers (saved in ``state_dict``, never trained), updated in
     training mode and used in eval mode.
 
-    >>> BatchNorm(6, num_dims=4)(paddle.randn([2, 6, 8, 8])).shape
+    >>> list(BatchNorm(6, num_dims=4)(paddle.randn([2, 6, 8, 8])).shape)
     [2, 6, 8, 8]
     """
 
@@ -98,7 +98,7 @@ class BNLeNet(Classifier):
 
     ``norm="scratch"`` uses :class:`BatchNorm` above, ``norm="paddle"`` Paddle's layers.
 
-    >>> BNLeNet()(paddle.zeros([2, 1, 28, 28])).shape
+    >>> list(BNLeNet()(paddle.zeros([2, 1, 28, 28])).shape)
     [2, 10]
     """
 
@@ -143,7 +143,7 @@ _COURSE = dict(resize=28, epochs=10, batch_size=256, lr=1.0, optimizer="sgd", in
 def lenet_bn_scratch(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> BNLeNet:
     """BN-LeNet with the from-scratch :class:`BatchNorm` (the section's first half).
 
-    >>> lenet_bn_scratch()(paddle.zeros([2, 1, 28, 28])).shape
+    >>> list(lenet_bn_scratch()(paddle.zeros([2, 1, 28, 28])).shape)
     [2, 10]
     """
     return BNLeNet(num_classes, in_channels, input_size, norm="scratch", name="lenet_bn_scratch")
@@ -159,7 +159,7 @@ def lenet_bn_scratch(num_classes: int = 10, in_channels: int = 1, input_size: in
 def lenet_bn(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> BNLeNet:
     """BN-LeNet with Paddle's ``nn.BatchNorm2D`` / ``nn.BatchNorm1D`` (the concise implementation).
 
-    >>> lenet_bn()(paddle.zeros([2, 1, 28, 28])).shape
+    >>> list(lenet_bn()(paddle.zeros([2, 1, 28, 28])).shape)
     [2, 10]
     """
     return BNLeNet(num_classes, in_channels, input_size, norm="paddle", name="lenet_bn")

@@ -45,7 +45,7 @@ class DenseBox(nn.Layer):
     * ``dist``: [N, 4, H/4, W/4] distances to the box sides (the task's DIST_NORM units);
     * ``cls``:  [N, num_classes, H/4, W/4] class logits (only when num_classes > 0).
 
-    >>> {k: v.shape for k, v in DenseBox()(paddle.zeros([2, 1, 64, 64])).items()}
+    >>> {k: list(v.shape) for k, v in DenseBox()(paddle.zeros([2, 1, 64, 64])).items()}
     {'conf': [2, 1, 16, 16], 'dist': [2, 4, 16, 16], 'cls': [2, 10, 16, 16]}
     """
 
@@ -106,7 +106,7 @@ class DenseBox(nn.Layer):
 def densebox(num_classes: int = 10, in_channels: int = 1, input_size: int = 64) -> DenseBox:
     """DenseBox with the optional class head on (num_classes=0 leaves it off).
 
-    >>> densebox()(paddle.zeros([1, 1, 64, 64]))["dist"].shape
+    >>> list(densebox()(paddle.zeros([1, 1, 64, 64]))["dist"].shape)
     [1, 4, 16, 16]
     """
     return DenseBox(num_classes, in_channels, input_size, name="densebox")

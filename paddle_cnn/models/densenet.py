@@ -7,7 +7,6 @@ the channels and the side to keep the growth in check.
 """
 from __future__ import annotations
 
-import paddle
 from paddle import nn
 
 from ..blocks import Classifier, DenseBlock, resnet_stem, transition
@@ -25,7 +24,7 @@ MIN_SIZE = 29
 class DenseNet(Classifier):
     """DenseNet from ``num_convs`` per dense block; global average pooling before the classifier.
 
-    >>> DenseNet()(paddle.zeros([2, 1, 96, 96])).shape
+    >>> list(DenseNet()(paddle.zeros([2, 1, 96, 96])).shape)
     [2, 10]
     """
 
@@ -71,7 +70,7 @@ def densenet(num_classes: int = 10, in_channels: int = 1, input_size: int = 96,
     ``num_convs`` and ``growth_rate`` train other versions through the same profile,
     e.g. ``model_args={"num_convs": (6, 12, 24, 16)}`` (DenseNet-121's block sizes).
 
-    >>> densenet()(paddle.zeros([1, 1, 96, 96])).shape
+    >>> list(densenet()(paddle.zeros([1, 1, 96, 96])).shape)
     [1, 10]
     """
     return DenseNet(tuple(num_convs), growth_rate, num_classes, in_channels, input_size)

@@ -6,7 +6,6 @@ ends with a 3x3/2 max-pool, so the side shrinks by 32 overall (96 -> 3).
 """
 from __future__ import annotations
 
-import paddle
 from paddle import nn
 
 from ..blocks import Classifier, Inception
@@ -41,7 +40,7 @@ def _pool():
 class GoogLeNet(Classifier):
     """GoogLeNet; fully convolutional until global average pooling, so any input side works.
 
-    >>> GoogLeNet()(paddle.zeros([2, 1, 96, 96])).shape
+    >>> list(GoogLeNet()(paddle.zeros([2, 1, 96, 96])).shape)
     [2, 10]
     """
 
@@ -84,7 +83,7 @@ class GoogLeNet(Classifier):
 def googlenet(num_classes: int = 10, in_channels: int = 1, input_size: int = 96) -> GoogLeNet:
     """GoogLeNet as in the course (d2l's version, trained at 96x96).
 
-    >>> googlenet()(paddle.zeros([1, 1, 96, 96])).shape
+    >>> list(googlenet()(paddle.zeros([1, 1, 96, 96])).shape)
     [1, 10]
     """
     return GoogLeNet(num_classes, in_channels, input_size)

@@ -5,7 +5,6 @@ did; ``lenet_relu`` swaps in ReLU and max-pooling, which train much faster.
 """
 from __future__ import annotations
 
-import paddle
 from paddle import nn
 
 from ..blocks import Classifier, out_size
@@ -20,7 +19,7 @@ MIN_SIZE = 12  # 12 -> 12 -> 6 -> 2 -> 1
 class LeNet(Classifier):
     """LeNet-5 for ``input_size`` x ``input_size`` images (28 for Fashion-MNIST).
 
-    >>> LeNet()(paddle.zeros([2, 1, 28, 28])).shape
+    >>> list(LeNet()(paddle.zeros([2, 1, 28, 28])).shape)
     [2, 10]
     """
 
@@ -61,7 +60,7 @@ _LENET_PROFILES = dict(
 def lenet(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> LeNet:
     """The textbook LeNet (sigmoid, average pooling).
 
-    >>> lenet()(paddle.zeros([1, 1, 28, 28])).shape
+    >>> list(lenet()(paddle.zeros([1, 1, 28, 28])).shape)
     [1, 10]
     """
     return LeNet(num_classes, in_channels, input_size, "sigmoid", "avg", name="lenet")
@@ -79,7 +78,7 @@ def lenet(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> 
 def lenet_relu(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> LeNet:
     """LeNet with ReLU and max-pooling, the exercise variant.
 
-    >>> lenet_relu()(paddle.zeros([1, 1, 28, 28])).shape
+    >>> list(lenet_relu()(paddle.zeros([1, 1, 28, 28])).shape)
     [1, 10]
     """
     return LeNet(num_classes, in_channels, input_size, "relu", "max", name="lenet_relu")

@@ -8,7 +8,6 @@ logit, so there are no fully connected layers and any input of at least
 """
 from __future__ import annotations
 
-import paddle
 from paddle import nn
 
 from ..blocks import Classifier, nin_block
@@ -26,7 +25,7 @@ MIN_SIZE = 67
 class NiN(Classifier):
     """NiN with ``num_1x1`` 1x1 convolutions per block (2 in the paper and the course).
 
-    >>> NiN()(paddle.zeros([2, 1, 224, 224])).shape
+    >>> list(NiN()(paddle.zeros([2, 1, 224, 224])).shape)
     [2, 10]
     """
 
@@ -62,7 +61,7 @@ _TITLE = ("Network in network (NiN)", "网络中的网络（NiN）")
 def nin(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> NiN:
     """NiN as in the course: two 1x1 convolutions per block.
 
-    >>> nin()(paddle.zeros([1, 1, 224, 224])).shape
+    >>> list(nin()(paddle.zeros([1, 1, 224, 224])).shape)
     [1, 10]
     """
     return NiN(num_classes, in_channels, input_size, num_1x1=2, name="nin")
@@ -79,7 +78,7 @@ def nin(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> N
 def nin_one_1x1(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> NiN:
     """The course exercise: NiN with one 1x1 convolution per block instead of two.
 
-    >>> nin_one_1x1()(paddle.zeros([1, 1, 224, 224])).shape
+    >>> list(nin_one_1x1()(paddle.zeros([1, 1, 224, 224])).shape)
     [1, 10]
     """
     return NiN(num_classes, in_channels, input_size, num_1x1=1, name="nin_one_1x1")

@@ -6,7 +6,6 @@ network is described by one table of (number of convolutions, channels).
 """
 from __future__ import annotations
 
-import paddle
 from paddle import nn
 
 from ..blocks import Classifier, mlp_head, vgg_block
@@ -24,7 +23,7 @@ MIN_SIZE = 32  # five 2x2/2 pools: 32 -> 16 -> 8 -> 4 -> 2 -> 1
 class VGG(Classifier):
     """VGG built from ``conv_arch`` for ``input_size`` x ``input_size`` images.
 
-    >>> VGG(VGG11_ARCH)(paddle.zeros([2, 1, 224, 224])).shape
+    >>> list(VGG(VGG11_ARCH)(paddle.zeros([2, 1, 224, 224])).shape)
     [2, 10]
     """
 
@@ -55,7 +54,7 @@ _TITLE = ("Networks using blocks (VGG)", "使用块的网络（VGG）")
 def vgg11(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> VGG:
     """VGG-11 with the original channel widths.
 
-    >>> vgg11()(paddle.zeros([1, 1, 224, 224])).shape
+    >>> list(vgg11()(paddle.zeros([1, 1, 224, 224])).shape)
     [1, 10]
     """
     return VGG(VGG11_ARCH, num_classes, in_channels, input_size, name="vgg11")
@@ -74,7 +73,7 @@ def vgg11(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) ->
 def vgg11_small(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> VGG:
     """VGG-11 with a quarter of the channels, the version d2l trains on Fashion-MNIST.
 
-    >>> vgg11_small()(paddle.zeros([1, 1, 224, 224])).shape
+    >>> list(vgg11_small()(paddle.zeros([1, 1, 224, 224])).shape)
     [1, 10]
     """
     small_arch = tuple((num_convs, channels // SMALL_RATIO) for num_convs, channels in VGG11_ARCH)
