@@ -180,6 +180,8 @@ def prepare_sources(include: Path, build_dir: Path) -> Path:
 
 
 def fingerprint(include: Path, compiler: str) -> dict:
+    """What the built library depends on. Not Python's version: the operator does not link libpython,
+    so venvs of one Paddle version share a build instead of rebuilding it in turn."""
     import paddle
 
     digest = hashlib.sha256(SOURCE.read_bytes())
@@ -191,7 +193,6 @@ def fingerprint(include: Path, compiler: str) -> dict:
         "source_and_headers_sha256": digest.hexdigest(),
         "paddle": paddle.__version__,
         "paddle_commit": getattr(paddle.version, "commit", ""),
-        "python": sys.version.split()[0],
         "compiler": compiler,
         "headers": ".".join(map(str, header_version(include))),
     }
