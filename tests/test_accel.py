@@ -230,11 +230,12 @@ def test_trainer_run_with_and_without_accel(library, tmp_path):
 
 def test_layers_the_operator_does_not_cover_stay_on_paddle(library):
     model = nn.Sequential(nn.Conv2D(4, 8, 3, groups=2), nn.Conv2D(8, 8, 3, padding=1, padding_mode="reflect"),
-                          nn.Conv2D(8, 4, 1))
-    x = paddle.randn([2, 4, 10, 10])
+                          nn.Conv2D(8, 6, 3, stride=2, padding="SAME"), nn.Conv2D(6, 4, 1),
+                          nn.Conv2DTranspose(4, 3, 3, stride=2, output_padding=1))
+    x = paddle.randn([2, 4, 11, 10])
     ref = model(x)
     status = accel.apply(model, "on", log=None)
-    assert status["layers"] == 2 and "groups=2" in status["reason"]
+    assert status["layers"] == 3 and "groups=2" in status["reason"] and "output_padding" in status["reason"]
     assert rel_error(model(x), ref) <= RTOL
     accel.remove(model)
 

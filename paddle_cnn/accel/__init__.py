@@ -133,8 +133,12 @@ def available() -> tuple:
     if reason is not None:
         return False, reason
     if _CHECKED is None:
+        import paddle
+
         try:
-            _self_check(load_library())
+            # Gradients on and autocast off, whatever context apply() was called from.
+            with paddle.set_grad_enabled(True), paddle.amp.auto_cast(enable=False):
+                _self_check(load_library())
         except Unavailable as e:
             _CHECKED = (False, str(e))
         except Exception as e:

@@ -1,11 +1,12 @@
 """Convolution through the oneDNN operator: functional ``conv2d`` and
-``conv2d_transpose``, and the per-layer routing that :func:`paddle_cnn.accel.apply` installs.
+``conv2d_transpose``, and the per-layer routing that :func:`paddle_cnn.accel.apply`
+installs.
 
 Routing replaces the ``forward`` of each chosen ``nn.Conv2D`` /
-``nn.Conv2DTranspose`` *instance*;
-the class, the parameters, their names and the state dict stay as they are,
-so checkpoints move freely between accelerated and plain models. Inputs the
-operator does not cover (not float32, not on the CPU, empty) go to Paddle's
+``nn.Conv2DTranspose`` *instance*; the class, the parameters, their names and
+the state dict stay as they are, so checkpoints move freely between
+accelerated and plain models. Inputs the operator does not cover (not
+float32, not on the CPU, empty, an explicit ``output_size``) go to Paddle's
 own forward at call time.
 """
 from __future__ import annotations
