@@ -13,6 +13,8 @@ import numpy as np
 import paddle
 from paddle import nn
 
+from .runtime import evaluating
+
 
 def count_params(model: nn.Layer, trainable_only: bool = False) -> int:
     """Number of scalars in ``model.parameters()``.
@@ -40,16 +42,12 @@ def _run(model: nn.Layer, input_shape: Sequence[int], hooks: Dict[nn.Layer, Call
     the model's own mode is restored afterwards.
     """
     handles = [layer.register_forward_post_hook(hook) for layer, hook in hooks.items()]
-    was_training = model.training
-    model.eval()
     try:
-        with paddle.no_grad():
+        with evaluating(model), paddle.no_grad():
             model(paddle.zeros(_batch_shape(input_shape)))
     finally:
         for handle in handles:
             handle.remove()
-        if was_training:
-            model.train()
 
 
 def _shape(output) -> list:

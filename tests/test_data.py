@@ -143,6 +143,8 @@ def test_download_verifies_and_writes(tmp_path, monkeypatch):
     monkeypatch.setattr(data.urllib.request, "urlopen", lambda url, timeout: Response(url))
     data.download(tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == set(data.ALL_FILES)
+    for name, blob in blobs.items():
+        assert (tmp_path / name).read_bytes() == blob                   # the verified bytes, as served
 
 
 def test_stratified_subset_is_balanced():
@@ -170,8 +172,10 @@ def test_batches_are_seeded_and_resized(fake_data):
 def test_normalisation_and_labels_match_source(fake_data):
     d = data.FashionMNIST(resize=28, data_dir=fake_data)
     x, y = next(d.test_batches(20))
-    raw = data.load_fashion_mnist(fake_data).test_images
-    np.testing.assert_allclose(x.numpy()[:, 0], (raw / 255.0 - data.MEAN) / data.STD, rtol=1e-5, atol=1e-5)
+    arrays = data.load_fashion_mnist(fake_data)
+    np.testing.assert_allclose(x.numpy()[:, 0], (arrays.test_images / 255.0 - data.MEAN) / data.STD,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(y.numpy(), arrays.test_labels.astype(np.int64))
 
 
 def test_augmentation_crop_is_a_shift_and_flip_mirrors():

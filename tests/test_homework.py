@@ -64,9 +64,10 @@ def test_validate_names_the_missing_field():
 
 
 def _shared_readme_sha256():
+    """The sums the offline copy's own README publishes (independent of the sums in our code)."""
     readme = SHARED_DATA / "README.md"
     if not readme.exists():
-        return OFFLINE_COPY_SHA256
+        pytest.skip("the offline copy's README (../shared/data/fashion-mnist) is not here to check the sums against")
     return dict(re.findall(r"\| (\S+\.gz) \|[^|]*\| ([0-9a-f]{64}) \|", readme.read_text()))
 
 
