@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(q, only=("device", "nproc", "accel", "cpu_threads"))
     q = hw.add_parser("summary", help="write homework/README.md over all sections")
     q.add_argument("--root")
+    q = hw.add_parser("check", help="check a submitted homework folder (or all of homework/)")
+    q.add_argument("root", nargs="?", help="a section folder or a homework folder (default: homework/)")
 
     p = sub.add_parser("data", help="data tools")
     p.add_argument("action", choices=["check"])
@@ -200,6 +202,13 @@ def cmd_homework(args) -> int:
     if args.action == "summary":
         print(f"wrote {homework.summary(args.root)}")
         return 0
+    if args.action == "check":
+        problems = homework.check(args.root)
+        for line in problems:
+            print(line)
+        if not problems:
+            print(f"{homework.homework_root(args.root)}: every check holds")
+        return 1 if problems else 0
     overrides = _overrides(args)
     cfg = config_for(args.model, args.profile, **overrides)
     if _spawn_workers(args, cfg):

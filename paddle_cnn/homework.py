@@ -334,3 +334,62 @@ def summary(root=None) -> Path:
     plt.close(fig)
     atomic.write_text(root / "README.md", "\n".join(lines))
     return root / "README.md"
+
+
+# --------------------------------------------------------------------------- checking a submission
+def _absolute_paths(value, where="results.json") -> list:
+    """Every string in a JSON value that names an absolute path on some machine (where it was found)."""
+    found = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            found += _absolute_paths(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found += _absolute_paths(v, f"{where}[{i}]")
+    elif isinstance(value, str) and (value.startswith(("/", "~")) or (len(value) > 2 and value[1:3] in (":\\", ":/"))):
+        if value.count("/") + value.count("\\") >= 2:
+            found.append(f"{where} = {value!r}")
+    return found
+
+
+def check(root=None) -> list:
+    """Problems of a homework folder (one section's or all of ``homework/``), one line each; [] when it holds.
+
+    Checked: results.json matches the schema; README.md's generated block
+    matches results.json; the data is the official files or the course's offline
+    copy, named with its sha256 sums; the headline metric is on the full test
+    set; no absolute machine path is recorded; curves.png is present.
+    """
+    from .data import OFFICIAL_MD5, OFFLINE_COPY_NAME, OFFLINE_COPY_SHA256, OFFICIAL_NAME
+
+    root = Path(root) if root is not None else homework_root()
+    folders = [root] if (root / "results.json").exists() else sorted(p.parent for p in root.glob("*/results.json"))
+    if not folders:
+        return [f"{root}: no results.json here or in its sub-folders"]
+    problems = []
+    for folder in folders:
+        path = folder / "results.json"
+        try:
+            doc = load_results(path)
+        except (ValueError, OSError) as e:
+            problems.append(f"{path}: {e}")
+            continue
+        readme = folder / "README.md"
+        if not readme.exists() or generated_block(doc) not in readme.read_text(encoding="utf-8"):
+            problems.append(f"{readme}: the generated table does not match results.json "
+                            "(run `paddle-cnn homework summary` to regenerate it)")
+        if not (folder / "curves.png").is_file():
+            problems.append(f"{folder / 'curves.png'}: missing")
+        for name, run_ in doc["runs"].items():
+            data = run_["data"]
+            if data["name"] == OFFLINE_COPY_NAME and data["sha256"] != OFFLINE_COPY_SHA256:
+                problems.append(f"{path}: run {name!r} names the offline copy but its sha256 sums differ")
+            elif data["name"] == OFFICIAL_NAME and set(data["sha256"]) != set(OFFICIAL_MD5):
+                problems.append(f"{path}: run {name!r} names the official files but not all four sums")
+            elif data["name"] not in (OFFLINE_COPY_NAME, OFFICIAL_NAME):
+                problems.append(f"{path}: run {name!r} used unrecognised data ({data['name']})")
+            if run_["task"] == "classification" and run_["config"].get("test_subset"):
+                problems.append(f"{path}: run {name!r} is scored on {run_['config']['test_subset']} test images, "
+                                "not the full test set")
+            problems += [f"{path}: absolute path recorded: {p}" for p in _absolute_paths(run_, f"runs.{name}")]
+    return problems

@@ -105,3 +105,29 @@ def test_committed_summary_matches_results():
             assert (f"`{r['model']}` | {homework._metric_text(r)} | {reference} | "
                     f"{r['final']['examples_per_sec']:.1f} |") in text
     assert "Data: Fashion-MNIST" in text and "Measured on: " in text
+
+
+def test_check_passes_a_clean_folder_and_names_each_problem(tmp_path, data_dir, monkeypatch):
+    """`paddle-cnn homework check`: a fresh full-test-set run passes; a path, a subset or a stale table is named."""
+    import dataclasses
+    import json
+
+    from paddle_cnn.trainer import config_for, run
+
+    monkeypatch.setenv("PADDLE_CNN_HOMEWORK", str(tmp_path / "hw"))
+    cfg = dataclasses.replace(config_for("lenet_relu", "smoke", device="cpu", accel="off"), test_subset=None)
+    result = run(cfg, tmp_path / "scratch", data_dir=data_dir, progress=False, log=None)
+    homework.record(result, root=tmp_path / "hw")
+    folder = tmp_path / "hw" / "lenet"
+    assert homework.check(tmp_path / "hw") == []
+    assert homework.check(folder) == []
+    doc = json.loads((folder / "results.json").read_text())
+    doc["runs"]["lenet_relu"]["data"]["path"] = "/home/student/data"
+    doc["runs"]["lenet_relu"]["config"]["test_subset"] = 500
+    (folder / "results.json").write_text(json.dumps(doc))
+    problems = homework.check(tmp_path / "hw")
+    assert any("absolute path recorded" in p and "/home/student/data" in p for p in problems)
+    assert any("500 test images, not the full test set" in p for p in problems)
+    assert any("generated table does not match" in p for p in problems)
+    (folder / "curves.png").unlink()
+    assert any("curves.png: missing" in p for p in homework.check(folder))
