@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from .build import Unavailable, load_library
-from .conv import conv2d, conv2d_transpose, current_threads, is_routed, layer_supported, route, unroute
+from .conv import conv2d, conv2d_transpose, current_threads, layer_supported, route, unroute
 
 MODES = ("auto", "on", "off")
 SELF_CHECK_RTOL = 1e-4
