@@ -171,8 +171,9 @@ def cmd_train(args) -> int:
     cfg = config_for(args.model, args.profile, **_overrides(args), **parse_sets(args.set, args.model))
     out = Path(args.out or f"runs/{cfg.model}-{cfg.profile}")
     _prepare_out(out)
-    if _spawn_workers(args, cfg):
-        return EXIT_WORKERS[0]
+    code = _spawn_workers(args, cfg)
+    if code is not None:
+        return code
     main_rank = distributed.env_rank() == 0
     if main_rank:
         procs = f", {cfg.nproc} processes" if cfg.nproc > 1 else ""
@@ -211,8 +212,9 @@ def cmd_homework(args) -> int:
         return 1 if problems else 0
     overrides = _overrides(args)
     cfg = config_for(args.model, args.profile, **overrides)
-    if _spawn_workers(args, cfg):
-        return EXIT_WORKERS[0]
+    code = _spawn_workers(args, cfg)
+    if code is not None:
+        return code
     try:
         doc = homework.run(args.model, args.profile, root=args.root, data_dir=args.data_dir, resume=args.resume,
                            progress=False if args.no_progress else None, **overrides)
@@ -229,14 +231,11 @@ def cmd_homework(args) -> int:
     return 0
 
 
-EXIT_WORKERS = [0]
-
-
-def _spawn_workers(args, cfg) -> bool:
+def _spawn_workers(args, cfg):
     """With ``--nproc N`` > 1 in a process no launcher started: run this same command in N workers.
 
-    Returns True when the workers ran (their exit code is in ``EXIT_WORKERS``);
-    False when this process should train itself (one process, or already a worker).
+    Returns the workers' exit code when they ran, None when this process should
+    train itself (one process, or already a worker).
     """
     from . import distributed
 
@@ -245,20 +244,18 @@ def _spawn_workers(args, cfg) -> bool:
         if cfg.nproc not in (1, world):
             raise ValueError(f"--nproc {cfg.nproc} but the launcher started {world} processes; drop --nproc "
                              "or make the two agree")
-        return False
+        return None
     if cfg.nproc == 1:
-        return False
+        return None
     distributed.check_nproc(cfg.nproc, cfg.device)
-    argv = list(sys.argv[1:]) if ARGV[0] is None else list(ARGV[0])
+    argv = list(args.argv)  # this very command, replayed in each worker
     try:
         code = distributed.spawn(main, cfg.nproc, "gpu" if _is_gpu(cfg) else "cpu", argv)
     except distributed.WorkerError as e:
         print(f"error: the run stopped because a worker process failed: {e}", file=sys.stderr)
         print(_where_saved(args, cfg), file=sys.stderr)
-        EXIT_WORKERS[0] = 1
-        return True
-    EXIT_WORKERS[0] = int(code or 0)
-    return True
+        return 1
+    return int(code or 0)
 
 
 def _is_gpu(cfg) -> bool:
@@ -295,13 +292,12 @@ def cmd_doctor(args) -> int:
 
 
 COMMANDS = {"list": cmd_list, "train": cmd_train, "homework": cmd_homework, "data": cmd_data, "doctor": cmd_doctor}
-ARGV = [None]  # the argv main() was called with, replayed in each worker of a --nproc run
 
 
 def main(argv=None) -> int:
-    ARGV[0] = argv
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if rest and args.command != "doctor":
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
