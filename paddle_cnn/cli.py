@@ -247,7 +247,7 @@ def _spawn_workers(args, cfg):
         return None
     if cfg.nproc == 1:
         return None
-    distributed.check_nproc(cfg.nproc, cfg.device)
+    distributed.check_nproc(cfg.nproc, cfg.device, cfg.sync_bn)
     argv = list(args.argv)  # this very command, replayed in each worker
     try:
         code = distributed.spawn(main, cfg.nproc, "gpu" if _is_gpu(cfg) else "cpu", argv)

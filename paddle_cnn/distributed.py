@@ -98,8 +98,7 @@ def wrap(model, ctx: Context, sync_bn: bool = False, log=print):
 
     if sync_bn:
         if ctx.backend != "nccl":
-            raise ValueError("--sync-bn needs GPUs: Paddle's SyncBatchNorm has no CPU kernel; "
-                             "drop --sync-bn (each process then normalises with its own batch statistics)")
+            raise ValueError(SYNC_BN_ON_CPU)
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return paddle.DataParallel(model)
 
@@ -143,13 +142,19 @@ def reset() -> None:
 
 
 # --------------------------------------------------------------------------- starting workers
-def check_nproc(nproc, device: str) -> int:
-    """Validate ``--nproc`` for this machine; one clear error otherwise."""
+SYNC_BN_ON_CPU = ("--sync-bn needs GPUs: Paddle registers no CPU kernel for SyncBatchNorm; drop --sync-bn "
+                  "(each process then normalises with its own batch statistics)")
+
+
+def check_nproc(nproc, device: str, sync_bn: bool = False) -> int:
+    """Validate ``--nproc`` (and ``--sync-bn``) for this machine before any worker starts; one clear error."""
     from . import runtime
 
     if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
         raise ValueError(f"--nproc must be a whole number >= 1, got {nproc!r}")
     kind = runtime.resolve_device(device)
+    if sync_bn and kind != "gpu":
+        raise ValueError(SYNC_BN_ON_CPU)
     if kind == "gpu":
         gpus = runtime.gpu_count()
         if nproc > gpus:

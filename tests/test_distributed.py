@@ -83,6 +83,10 @@ def test_bad_nproc_is_one_line(small_data):
                 "--data-dir", str(small_data))
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "divisible by --nproc 2" in err
+    proc = _cli("train", "lenet_bn", "--profile", "smoke", "--nproc", "2", "--sync-bn", "--device", "cpu",
+                "--data-dir", str(small_data))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "--sync-bn needs GPUs" in err and err.count("error") == 1
 
 
 def _workers(parent: int):
