@@ -1,16 +1,22 @@
-"""benchmarks/throughput.py: one tiny run end to end (schema, clean d2l environment) and its architectures.
+"""benchmarks/throughput.py and its parts: one tiny run end to end (schema, clean d2l environment), the
+reference architectures, the parameter check before timing, the device and precision of the paddle_cnn
+worker, the report.
 
 No speed is asserted: CI machines differ and are shared. PyTorch is optional;
 without it the JSON must say that the torch contender was skipped.
 """
+import argparse
+import doctest
 import json
+import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from benchmarks import throughput
+from benchmarks import contenders, reference_layers, report, throughput
 from conftest import REPO
 from paddle_cnn.models import get_model
 
@@ -21,7 +27,7 @@ def test_d2l_architecture_matches_registry(model, size):
     import paddle
 
     ours = get_model(model, input_size=size)
-    theirs = throughput.build_paddle(throughput.architecture(model, size))
+    theirs = reference_layers.build(reference_layers.architecture(model, size), "paddle")
     count = lambda net: sum(int(np.prod(p.shape)) for p in net.parameters() if not p.stop_gradient)  # noqa: E731
     assert count(theirs) == count(ours)
     shapes = lambda net: sorted(tuple(p.shape) for p in net.parameters())  # noqa: E731
@@ -76,11 +82,240 @@ def test_tiny_benchmark_run_writes_json_and_table(tmp_path, data_dir):
         assert entry["end_to_end"] > 0 and entry["d2l_timed"] > 0
         assert len(entry["rounds_end_to_end"]) == 1
         assert entry["params"] == report["params"]
+        assert entry["precision"] == "fp32"
     # The d2l contender ran without our tuning and without importing paddle_cnn.
     assert "MKL_DEBUG_CPU_TYPE" not in env["env_per_contender"]["d2l_paddle"]
     assert report["contenders"]["d2l_paddle"]["paddle_cnn_imported"] is False
     assert report["contenders"]["d2l_paddle"]["num_workers"] == 4
     assert set(report["ratios"]) == {"vs_d2l", "vs_torch"} and report["ratios"]["vs_d2l"] > 0
     assert report["gflops_per_example"] > 0 and report["ceiling_gflops"] > 0
+    # The parameter check is logged before the first ceiling measurement and the first round.
+    out = proc.stdout
+    assert "parameter check before timing" in out
+    assert out.index("parameter check before timing") < min(out.index("ceiling "), out.index("round 1"))
     if "torch" in report["contenders"]:  # only present as a skip when torch is missing
         assert "skipped" in report["contenders"]["torch"]
+
+
+# --------------------------------------------------------------------------- module layout and environments
+def test_reference_layers_doctests():
+    result = doctest.testmod(reference_layers)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_torch_reference_has_the_same_parameters():
+    """The one builder gives PyTorch the same layers as Paddle (Paddle's Linear weight is transposed)."""
+    pytest.importorskip("torch")
+    for model, size in (("lenet", 28), ("alexnet", 96), ("resnet18", 96)):
+        arch = reference_layers.architecture(model, size)
+        paddle_net, torch_net = reference_layers.build(arch, "paddle"), reference_layers.build(arch, "torch")
+        assert (reference_layers.trainable_parameters(torch_net, "torch")
+                == reference_layers.trainable_parameters(paddle_net, "paddle"))
+        # Paddle lists batch norm's running statistics among parameters (not trainable); torch as buffers.
+        ours = sorted(tuple(sorted(p.shape)) for p in paddle_net.parameters() if not p.stop_gradient)
+        assert sorted(tuple(sorted(p.shape)) for p in torch_net.parameters()) == ours
+
+
+def test_worker_modules_import_no_framework_and_parent_no_paddle():
+    """Workers, layer tables and report import no framework; the parent imports paddle_cnn's runtime, not Paddle."""
+    code = ("import sys\n"
+            "import benchmarks.contenders, benchmarks.reference_layers, benchmarks.report\n"
+            "print(sorted({'paddle', 'paddle_cnn', 'torch'} & set(sys.modules)))\n"
+            "import benchmarks.throughput\n"
+            "print(sorted({'paddle', 'paddle_cnn', 'torch'} & set(sys.modules)))\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == ["[]", "['paddle_cnn']"]
+
+
+def test_contender_env_never_carries_the_parents_tuning(monkeypatch):
+    """paddle_cnn's import tuned this process's environment; no contender may inherit it."""
+    from paddle_cnn import runtime
+
+    monkeypatch.setitem(throughput.CLEAN_ENV, "MKL_NUM_THREADS", "7")  # as if the user had set it
+    for key, value in runtime.TUNING.get("applied", {}).items():
+        assert os.environ.get(key) == value  # the parent is tuned...
+    extra = throughput.parse_env(["paddle_cnn+1thread:MKL_NUM_THREADS=1"])
+    for name in ("d2l_paddle", "paddle_cnn", "torch"):
+        env = throughput.contender_env(name, extra)
+        assert not set(contenders.TUNING_VARS) & set(env), name  # ...its contenders are not
+        assert not set(runtime.TUNING.get("applied", {})) & set(env), name
+    assert throughput.contender_env("paddle_cnn+1thread", extra)["MKL_NUM_THREADS"] == "1"
+
+
+# --------------------------------------------------------------------------- parameter check before timing
+def _fake_run(monkeypatch, tmp_path, counts, ok=True):
+    """Replace the subprocesses by a recorder; ``counts`` gives the params worker's answer per contender."""
+    calls = []
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in contenders.FILES:
+        (data / name).write_bytes(b"")
+
+    def run_worker(name, cfg, env, timeout):
+        calls.append(cfg.get("contender", name) if name == "params" else name)
+        if name == "info":
+            return {"params": 1000, "forward_flops": 2e6, "lr": 0.1, "environment": {"paddle": "x"}, "tuning": {}}
+        if name == "params":
+            return {"params": counts[cfg["contender"]]}
+        if name == "ceiling":
+            return {"matmul_gflops": 1.0, "conv_fwd_gflops": 1.0, "conv_train_gflops": 10.0, "versions": {},
+                    "shapes": {"matmul": [1, 1, 1], "conv": {"N": 1, "C_in": 1, "C_out": 1, "H": 1, "W": 1}}}
+        return {"end_to_end": 100.0, "d2l_timed": 100.0, "cpu_s": 1.0, "params": 1000, "train_loss": 2.0,
+                "precision": "fp32", "versions": {"paddle": "x"}, "threads": None, "num_workers": 4,
+                "paddle_cnn_imported": name == "paddle_cnn", "env": {}, "env_given": {}, "loadavg_at_end": [0, 0, 0]}
+
+    monkeypatch.setattr(throughput, "run_worker", run_worker)
+    monkeypatch.setattr(throughput, "torch_available", lambda env: "no torch in this test")
+    argv = ["--model", "lenet_relu", "--resize", "28", "--steps", "1", "--repeats", "2", "--ceiling", "small",
+            "--contenders", "d2l_paddle,paddle_cnn,paddle_cnn+1t", "--data-dir", str(data),
+            "--out", str(tmp_path / "out")]
+    return calls, argv
+
+
+def test_parameter_mismatch_fails_before_any_timing(monkeypatch, tmp_path):
+    calls, argv = _fake_run(monkeypatch, tmp_path, {"d2l_paddle": 999, "paddle_cnn": 1000})
+    with pytest.raises(SystemExit) as stop:
+        throughput.main(argv)
+    message = str(stop.value)
+    assert "d2l_paddle" in message and "mismatch" in message and "999" in message and "1,000" in message
+    assert calls == ["info", "d2l_paddle", "paddle_cnn"]  # the params workers only: no ceiling, no round
+    assert not (tmp_path / "out").exists()
+
+
+def test_parameter_check_runs_once_per_contender_before_the_first_round(monkeypatch, tmp_path):
+    calls, argv = _fake_run(monkeypatch, tmp_path, {"d2l_paddle": 1000, "paddle_cnn": 1000})
+    assert throughput.main(argv) == 0
+    # info, one params worker per contender (the variant shares paddle_cnn's model), then timing.
+    assert calls[:3] == ["info", "d2l_paddle", "paddle_cnn"]
+    # Then the ceilings (two frameworks without torch), the rounds (3 contenders x 2), the ceilings again.
+    assert calls[3:] == ["ceiling"] * 2 + ["d2l_paddle", "paddle_cnn", "paddle_cnn"] * 2 + ["ceiling"] * 2
+    saved = json.loads((tmp_path / "out" / "lenet_relu-28-bs128.json").read_text())
+    assert saved["contenders"]["d2l_paddle"]["errors"] == []
+
+
+def test_params_worker_counts_the_models_the_workers_time():
+    """The untimed ``params`` worker builds each contender's model as its timed worker does."""
+    cfg = {"model": "lenet_relu", "resize": 28, "batch_size": 8, "steps": 1, "warmup": 0, "device": "cpu",
+           "seed": 0, "amp": "off", "lr": 0.1}
+    expected = contenders.work_info(cfg)["params"]
+    for who in ("d2l_paddle", "paddle_cnn"):
+        assert contenders.work_params({**cfg, "contender": who})["params"] == expected, who
+    with pytest.raises(ValueError):
+        contenders.work_params({**cfg, "contender": "tensorflow"})
+
+
+# --------------------------------------------------------------------------- device first, precision as it ran
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("worker", ["paddle_cnn", "info", "params"])
+def test_worker_sets_the_device_before_building_anything(monkeypatch, worker):
+    """`--device cpu` on a GPU build: the device is made current before the model or any data exists."""
+    import paddle
+    import paddle_cnn.data
+    import paddle_cnn.models
+    import paddle_cnn.trainer
+
+    events = []
+    real_build, real_get = paddle_cnn.trainer.build_model, paddle_cnn.models.get_model
+    monkeypatch.setattr(paddle, "set_device", lambda where: events.append(("set_device", where)))
+    monkeypatch.setattr(paddle_cnn.trainer, "build_model", lambda cfg: events.append("model") or real_build(cfg))
+    monkeypatch.setattr(paddle_cnn.models, "get_model", lambda *a, **k: events.append("model") or real_get(*a, **k))
+    monkeypatch.setattr(paddle_cnn.data, "load_fashion_mnist", lambda *a, **k: events.append("load") or None)
+
+    def data(*args, **kwargs):
+        events.append("data")
+        raise _Stop
+
+    monkeypatch.setattr(paddle_cnn.data, "FashionMNIST", data)
+    cfg = {"model": "lenet_relu", "resize": 28, "batch_size": 8, "steps": 1, "warmup": 1, "device": "cpu",
+           "seed": 0, "amp": "off", "lr": 0.1, "data_dir": "unused", "contender": "paddle_cnn"}
+    try:
+        contenders.WORKERS[worker](cfg)
+    except _Stop:
+        pass
+    assert events and events[0] == ("set_device", "cpu"), events
+    assert "model" in events
+    if worker == "paddle_cnn":
+        assert events.index("model") < events.index("data")
+
+
+def test_precision_is_what_ran_never_amp(monkeypatch, arrays):
+    """--amp auto: fp32 on the CPU (a real one-step run); on a GPU whatever the trainer chose (mocked)."""
+    import paddle_cnn.data
+    import paddle_cnn.trainer
+
+    monkeypatch.setattr(paddle_cnn.data, "load_fashion_mnist", lambda *a, **k: arrays)
+    cfg = {"model": "lenet_relu", "resize": 28, "batch_size": 16, "steps": 1, "warmup": 0, "device": "cpu",
+           "seed": 0, "amp": "auto", "lr": 0.1, "data_dir": "unused"}
+    assert contenders.work_paddle_cnn(cfg)["precision"] == "fp32"
+
+    class GPUTrainer:  # what Trainer reports on an A100 under --amp auto (choose_precision -> bf16)
+        def __init__(self, tcfg, **kwargs):
+            self.precision = paddle_cnn.trainer.choose_precision(tcfg.amp, "gpu")
+
+        def fit(self, model, data):
+            return SimpleNamespace(history=[{"examples": 64, "timed_examples": 16, "train_time": 0.1,
+                                             "train_loss": 2.3}],
+                                   run_info={"precision": self.precision}, device="gpu")
+
+    from paddle_cnn import runtime
+
+    monkeypatch.setattr(runtime, "gpu_capability", lambda device_id=None: (8, 0))
+    monkeypatch.setattr(paddle_cnn.trainer, "Trainer", GPUTrainer)
+    monkeypatch.setattr(runtime, "get_device", lambda device="auto", local_rank=0: "cpu")
+    monkeypatch.setattr(paddle_cnn.data, "FashionMNIST", lambda **kwargs: None)
+    assert contenders.work_paddle_cnn(cfg)["precision"] == "bf16"
+    monkeypatch.setattr(runtime, "gpu_capability", lambda device_id=None: (7, 0))  # V100
+    assert contenders.work_paddle_cnn(cfg)["precision"] == "fp16"
+
+
+# --------------------------------------------------------------------------- report
+def _round(precision, speed=100.0):
+    return {"end_to_end": speed, "d2l_timed": speed, "cpu_s": 1.0, "params": 10, "train_loss": 2.0,
+            "precision": precision, "versions": {"paddle": "x"}, "threads": None, "env": {}, "env_given": {},
+            "loadavg_at_end": [0.0, 0.0, 0.0]}
+
+
+def test_report_gives_no_ceiling_fraction_to_another_precision():
+    """The ceiling is fp32: an fp16/bf16 step gets no fraction of it (it could read above 100%)."""
+    args = argparse.Namespace(model="alexnet", resize=96, batch_size=128, steps=2, warmup=1, repeats=1, device="gpu")
+    runs = {"paddle_cnn": [_round("bf16", 1000.0)], "paddle_cnn+fp32": [_round("fp32", 100.0)]}
+    ceiling = {"paddle_cnn": {"matmul_gflops": 1.0, "conv_fwd_gflops": 1.0, "conv_train_gflops": 200.0}}
+    info = {"params": 10, "lr": 0.01, "environment": {"paddle": "3.3.1", "gpu_name": "A100"}, "tuning": {}}
+    host = {"cpu_model": "cpu", "cores": 2, "logical_cpus": 2, "loadavg_at_start": None}
+    rep = report.build_report(args, list(runs), runs, info, ceiling, 1.0, {}, {}, host)
+    assert rep["contenders"]["paddle_cnn"]["precision"] == "bf16"
+    assert rep["achieved_gflops"]["paddle_cnn"] == 1000.0
+    assert rep["fraction_of_ceiling"] == {"paddle_cnn": None, "paddle_cnn+fp32": 0.5}
+    table = report.markdown(rep)
+    assert "| paddle_cnn (bf16) |" in table and "| paddle_cnn+fp32 |" in table
+    assert "| 50% |" in table and "–%" not in table
+    assert rep["environment"]["gpu_name"] == "A100"
+
+
+def test_paddle_cnn_worker_times_exactly_the_asked_steps(monkeypatch, arrays):
+    """Trainer.fit leaves its first steps out of its timer: the worker trains that many more and counts
+    only timed examples, so `--steps N` times N steps, as for the other contenders."""
+    import paddle_cnn.data
+    import paddle_cnn.trainer
+
+    monkeypatch.setattr(paddle_cnn.data, "load_fashion_mnist", lambda *a, **k: arrays)
+    seen = []
+    real_fit = paddle_cnn.trainer.Trainer.fit
+
+    def fit(self, model, data):
+        result = real_fit(self, model, data)
+        seen.append(result.history[0])
+        return result
+
+    monkeypatch.setattr(paddle_cnn.trainer.Trainer, "fit", fit)
+    cfg = {"model": "lenet_relu", "resize": 28, "batch_size": 16, "steps": 2, "warmup": 1, "device": "cpu",
+           "seed": 0, "amp": "off", "lr": 0.1, "data_dir": "unused"}
+    out = contenders.work_paddle_cnn(cfg)
+    timed = seen[-1]  # the warm-up fit comes first
+    assert timed["examples"] == (2 + paddle_cnn.trainer.TIMER_WARMUP_STEPS) * 16
+    assert timed["timed_examples"] == 2 * 16
+    assert out["end_to_end"] == pytest.approx(2 * 16 / timed["train_time"])
