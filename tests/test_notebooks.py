@@ -1,10 +1,14 @@
 """Notebooks: one per registered section, committed clean, calling the package, and running top to bottom.
 
 The execution tests start a Jupyter kernel per notebook with the smoke profile
-(seconds per training run) and send ``homework.run`` to a temporary folder.
-They are marked ``notebooks``: ``pytest -m "not notebooks"`` leaves them out.
+(seconds per training run), send the homework folder to a temporary directory
+and count every training the notebook starts (a cell injected after the setup
+cell wraps ``Trainer.fit``). They are marked ``notebooks``:
+``pytest -m "not notebooks"`` leaves them out.
 """
 import ast
+import importlib.util
+import json
 import re
 
 import nbformat
@@ -19,6 +23,31 @@ PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 IDS = [p.stem for p in PATHS]
 NAME = re.compile(r"^(\d\d)_([a-z0-9_]+)\.ipynb$")
 CELL_TIMEOUT = 300  # seconds per cell; a smoke training run takes seconds
+SMOKE_BUDGET = 600  # seconds for all notebooks together under the smoke profile (the CI budget)
+DURATIONS = {}      # notebook -> measured Run-All seconds, filled by the execution tests
+
+
+def _timer():
+    """tools/time_notebooks.py as a module: the one executor (and Run-All line format) tests and tool share."""
+    spec = importlib.util.spec_from_file_location("time_notebooks", REPO / "tools" / "time_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TIMER = _timer()
+# Run right after the setup cell: every Trainer.fit appends its configuration to a file.
+COUNT_TRAININGS = """
+import json as _json
+from dataclasses import asdict as _asdict
+from paddle_cnn import trainer as _trainer
+_fit = _trainer.Trainer.fit
+def _counted_fit(self, *args, **kwargs):
+    with open(os.environ["PADDLE_CNN_TRAIN_LOG"], "a", encoding="utf-8") as _f:
+        _f.write(_json.dumps(_asdict(self.cfg), sort_keys=True, default=str) + "\\n")
+    return _fit(self, *args, **kwargs)
+_trainer.Trainer.fit = _counted_fit
+"""
 # Calls that only a hand-written training loop makes; the package's trainer is the one loop.
 LOOP_CALLS = {"backward", "step", "clear_grad", "clear_gradients", "zero_grad", "minimize"}
 
@@ -115,23 +144,86 @@ def test_no_model_class_or_training_loop(path):
     assert not problems, f"{path.name}: " + "; ".join(problems)
 
 
+def setup_parts(source: str):
+    """(head, tail) of a setup cell: the lines up to the shared imports, and from ``PROFILE =`` on."""
+    lines = source.splitlines()
+    cut = lines.index("from paddle_cnn.trainer import config_for, train") + 1
+    tail = next(i for i, line in enumerate(lines) if line.startswith("PROFILE ="))
+    return lines[:cut], lines[tail:]
+
+
+def test_setup_cells_share_head_and_tail():
+    """The repository search, its error message and the profile lines are the same in every notebook."""
+    parts = {p.name: setup_parts(code_cells(read(p))[0].source) for p in PATHS}
+    first = next(iter(parts.values()))
+    differ = [name for name, part in parts.items() if part != first]
+    assert not differ, f"setup cells differ from {PATHS[0].name} in the shared lines: {differ}"
+    head = "\n".join(first[0])
+    assert "FileNotFoundError" in head and "notebooks/" in head, "the setup cell must say what to do without the repo"
+
+
+def test_setup_cell_outside_the_repository_says_what_to_do(tmp_path, monkeypatch):
+    head, _ = setup_parts(code_cells(read(PATHS[0]))[0].source)
+    search = "\n".join(line for line in head if not line.startswith(("import paddle", "from paddle")))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="notebooks/ 目录里打开本笔记本") as info:
+        exec(compile(search, "setup", "exec"), {})
+    assert str(tmp_path) in str(info.value)
+
+
+@pytest.mark.parametrize("path", PATHS, ids=IDS)
+def test_first_cell_states_the_measured_run_all_time(path):
+    cell = read(path).cells[0]
+    assert cell.cell_type == "markdown", f"{path.name}: the first cell must be the title (markdown)"
+    fields = TIMER.read_line(cell.source)
+    assert fields is not None, f"{path.name}: the first cell lacks the '**Run All 用时**' line"
+    smoke, _ = fields
+    assert re.match(r"^ \d+ (秒|分钟)（", smoke), \
+        f"{path.name}: smoke Run-All time not measured; run `python tools/time_notebooks.py {path.name}`"
+
+
+@pytest.mark.parametrize("path", PATHS, ids=IDS)
+def test_homework_is_recorded_from_the_trained_result(path):
+    """``homework.run`` trains again; a notebook records what it has already trained."""
+    calls = [dotted(n) for c in code_cells(read(path)) for n in ast.walk(parse(c.source)) if isinstance(n, ast.Call)]
+    assert "homework.run" not in calls, f"{path.name} calls homework.run: use homework.record(result)"
+    assert "homework.record" in calls, f"{path.name} never calls homework.record(result)"
+
+
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
-def test_notebook_runs_with_the_smoke_profile(path, tmp_path, monkeypatch):
+def test_notebook_runs_with_the_smoke_profile(path, tmp_path):
     data = real_data_dir()
     if data is None:
         pytest.skip("real Fashion-MNIST files not found: set PADDLE_CNN_DATA to a folder with the four IDX "
                     "files to execute the notebooks")
-    from nbclient import NotebookClient
-
-    # The kernel is started from this process and inherits its environment.
     homework_root = tmp_path / "homework"
-    monkeypatch.setenv("PADDLE_CNN_PROFILE", "smoke")
-    monkeypatch.setenv("PADDLE_CNN_HOMEWORK", str(homework_root))
-    monkeypatch.setenv("PADDLE_CNN_DATA", str(data))
-    nb = read(path)
-    NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    log = tmp_path / "trainings.jsonl"
+    _, seconds = TIMER.execute(path, "smoke", homework_root, inject=COUNT_TRAININGS,
+                               env={"PADDLE_CNN_DATA": str(data), "PADDLE_CNN_TRAIN_LOG": str(log)})
+    DURATIONS[path.name] = seconds
     section = NAME.match(path.name).group(2)
     assert (homework_root / section / "results.json").is_file(), \
         f"{path.name} did not record its homework run into PADDLE_CNN_HOMEWORK/{section}/"
+    runs = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()] if log.exists() else []
+    assert runs, f"{path.name} trained nothing (or training bypassed Trainer.fit)"
+    seen, twice = set(), []
+    for cfg in runs:
+        key = json.dumps(cfg, sort_keys=True)
+        if key in seen:
+            twice.append(f"{cfg['model']} (model_args {cfg['model_args']}, task_args {cfg['task_args']})")
+        seen.add(key)
+    assert not twice, f"{path.name} trains the same configuration more than once: {twice}"
+    recorded = json.loads((homework_root / section / "results.json").read_text())["runs"]
+    untrained = [name for name in recorded if name not in {cfg["model"] for cfg in runs}]
+    assert not untrained, f"{path.name} recorded {untrained} without training them in the notebook"
+
+
+@pytest.mark.notebooks
+def test_all_notebooks_fit_the_smoke_budget():
+    if len(DURATIONS) < len(PATHS):
+        pytest.skip(f"only {len(DURATIONS)} of {len(PATHS)} notebooks ran in this session")
+    total = sum(DURATIONS.values())
+    slowest = sorted(DURATIONS.items(), key=lambda kv: -kv[1])[:3]
+    assert total < SMOKE_BUDGET, f"all notebooks take {total:.0f} s under smoke (budget {SMOKE_BUDGET} s); " \
+                                 f"slowest: {slowest}"
