@@ -199,7 +199,7 @@ def test_notebook_runs_with_the_smoke_profile(path, tmp_path):
                     "files to execute the notebooks")
     homework_root = tmp_path / "homework"
     log = tmp_path / "trainings.jsonl"
-    _, seconds = TIMER.execute(path, "smoke", homework_root, inject=COUNT_TRAININGS,
+    _, seconds = TIMER.execute(path, "smoke", homework_root, inject=COUNT_TRAININGS, timeout=CELL_TIMEOUT,
                                env={"PADDLE_CNN_DATA": str(data), "PADDLE_CNN_TRAIN_LOG": str(log)})
     DURATIONS[path.name] = seconds
     section = NAME.match(path.name).group(2)

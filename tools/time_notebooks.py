@@ -41,10 +41,12 @@ def read_line(source: str):
     return None if m is None else (m["smoke"], m["default"])
 
 
-def execute(path: Path, profile: str = "smoke", homework_dir=None, env: dict | None = None, inject=None):
+def execute(path: Path, profile: str = "smoke", homework_dir=None, env: dict | None = None, inject=None,
+            timeout: int = CELL_TIMEOUT):
     """Execute a copy of the notebook; return (executed notebook, seconds from first cell start to last reply).
 
-    ``inject``: source of an extra code cell run right after the setup cell (tests count trainings with it).
+    ``inject``: source of an extra code cell run right after the setup cell (tests count trainings with it);
+    ``timeout``: seconds a single cell may take.
     """
     import nbformat
     from nbclient import NotebookClient
@@ -59,7 +61,7 @@ def execute(path: Path, profile: str = "smoke", homework_dir=None, env: dict | N
                            **(env or {})})
         try:  # the kernel inherits this process's environment
             start = time.perf_counter()
-            NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3", record_timing=True,
+            NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=True,
                            resources={"metadata": {"path": str(path.parent)}}).execute()
             wall = time.perf_counter() - start
         finally:
