@@ -227,3 +227,19 @@ def test_all_notebooks_fit_the_smoke_budget():
     slowest = sorted(DURATIONS.items(), key=lambda kv: -kv[1])[:3]
     assert total < SMOKE_BUDGET, f"all notebooks take {total:.0f} s under smoke (budget {SMOKE_BUDGET} s); " \
                                  f"slowest: {slowest}"
+
+
+def test_time_tool_rewrites_only_the_measured_field(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# title\n\nintro\n\n" + TIMER.runtime_line()),
+                nbformat.v4.new_code_cell("1 + 1")]
+    path = tmp_path / "00_x.ipynb"
+    nbformat.write(nb, str(path))
+    TIMER.write_time(path, "smoke", 12.4)
+    smoke, default = TIMER.read_line(read(path).cells[0].source)
+    assert smoke.startswith(" 12 秒（") and default == TIMER.UNMEASURED
+    TIMER.write_time(path, "cpu", 1500)
+    cell = read(path).cells[0].source
+    smoke_after, default = TIMER.read_line(cell)
+    assert smoke_after == smoke and default.startswith(" 25 分钟（") and "`cpu` 配置档" in default
+    assert cell.startswith("# title\n\nintro\n\n") and read(path).cells[1].source == "1 + 1"
