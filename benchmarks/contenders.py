@@ -112,14 +112,22 @@ def torch_model(cfg: dict, device: str = "cpu"):
 
 
 def _paddle_cnn_config(cfg: dict, train_subset: int):
-    """Our trainer's config for this measurement: the profile, with d2l's optimizer and no extras."""
+    """Our trainer's config for this measurement: the profile, with d2l's optimizer and no extras.
+
+    The CPU convolution accelerator follows the trainer's default (``auto``);
+    ``--env paddle_cnn+noaccel:PADDLE_CNN_BENCH_ACCEL=off`` times the same
+    contender on Paddle's own convolution in the same rounds.
+    """
+    import os
+
     from paddle_cnn.trainer import config_for
 
     return config_for(cfg["model"], "auto", resize=cfg["resize"], batch_size=cfg["batch_size"], epochs=1,
                       lr=cfg["lr"], optimizer="sgd", momentum=0.0, weight_decay=0.0, schedule="constant",
                       warmup_epochs=0.0, label_smoothing=0.0, grad_clip=0.0, augment="none", init="xavier",
                       seed=cfg["seed"], device=cfg["device"], train_subset=train_subset,
-                      test_subset=cfg["batch_size"], eval_batch_size=cfg["batch_size"], amp=cfg["amp"])
+                      test_subset=cfg["batch_size"], eval_batch_size=cfg["batch_size"], amp=cfg["amp"],
+                      accel=os.environ.get("PADDLE_CNN_BENCH_ACCEL", "auto"))
 
 
 def paddle_cnn_model(cfg: dict):

@@ -7,7 +7,6 @@ after the first halves the side and doubles the channels.
 """
 from __future__ import annotations
 
-import paddle
 from paddle import nn
 
 from ..blocks import Classifier, Residual, resnet_stem
@@ -23,7 +22,7 @@ MIN_SIZE = 1
 class ResNet(Classifier):
     """ResNet from a table of stages; global average pooling makes any input side work.
 
-    >>> ResNet()(paddle.zeros([2, 1, 96, 96])).shape
+    >>> list(ResNet()(paddle.zeros([2, 1, 96, 96])).shape)
     [2, 10]
     """
 
@@ -75,7 +74,7 @@ def resnet18(num_classes: int = 10, in_channels: int = 1, input_size: int = 96,
     ``model_args={"stage_arch": ((64, 3), (128, 4), (256, 6), (512, 3))}``. ``residual=False``
     removes every shortcut: a plain network of the same depth, for the section's comparison.
 
-    >>> resnet18()(paddle.zeros([1, 1, 96, 96])).shape
+    >>> list(resnet18()(paddle.zeros([1, 1, 96, 96])).shape)
     [1, 10]
     """
     return ResNet(tuple(map(tuple, stage_arch)), num_classes, in_channels, input_size, name="resnet18",

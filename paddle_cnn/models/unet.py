@@ -61,7 +61,7 @@ class Up(nn.Layer):
 class UNet(nn.Layer):
     """Encoder-decoder with skip connections; logits [N, num_classes, H, W] for inputs [N, C, H, W].
 
-    >>> UNet(depth=3, base_width=8)(paddle.zeros([2, 1, 32, 32])).shape
+    >>> list(UNet(depth=3, base_width=8)(paddle.zeros([2, 1, 32, 32])).shape)
     [2, 11, 32, 32]
     """
 
@@ -129,7 +129,7 @@ def unet(num_classes: int = 11, in_channels: int = 1, input_size: int = 64, dept
     ``skips=False`` trains the same network without skip connections
     (``model_args={"skips": False}``).
 
-    >>> unet()(paddle.zeros([1, 1, 64, 64])).shape
+    >>> list(unet()(paddle.zeros([1, 1, 64, 64])).shape)
     [1, 11, 64, 64]
     """
     return UNet(num_classes, in_channels, depth, base_width, input_size, name="unet", skips=skips)
