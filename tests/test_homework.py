@@ -5,7 +5,7 @@ import re
 import pytest
 
 from paddle_cnn import homework
-from paddle_cnn.data import OFFICIAL_MD5, OFFLINE_COPY_SHA256
+from paddle_cnn.data import OFFICIAL_MD5
 from paddle_cnn.models import sections
 
 from conftest import REPO, SHARED_DATA, make_fake_dataset

@@ -126,7 +126,6 @@ class BNLeNet(Classifier):
 
 _TITLE = ("Batch normalization", "批量规范化")
 # d2l trains both versions with lr 1.0, batch 256, 10 epochs: BN lets sigmoid take a step that large.
-# cpu profiles use one MKL thread: lenet_bn measured 6,662 ex/s on one vs 3,429 on two (2026-11-25).
 # amp off: 28 px steps are launch-bound on a GPU, and the scratch BatchNorm's statistics want fp32.
 _COURSE = dict(resize=28, epochs=10, batch_size=256, lr=1.0, optimizer="sgd", init="xavier", amp="off")
 
@@ -137,8 +136,9 @@ _COURSE = dict(resize=28, epochs=10, batch_size=256, lr=1.0, optimizer="sgd", in
     # (homework run; our BatchNorm is several small ops, ~5x slower than Paddle's fused kernel):
     # 20 epochs ~ 15 min, the same schedule as lenet_bn so the two curves can be compared epoch by epoch.
     # A cosine decay removes the epoch-to-epoch noise in test accuracy that lr 1.0 leaves in d2l's run.
+    # Two processes of one thread each: 3,956 vs 2,237 ex/s in one process (`python -m benchmarks.parallel`).
     cpu=dict(resize=28, epochs=20, batch_size=256, lr=1.0, optimizer="sgd", schedule="cosine", init="xavier",
-             cpu_threads=1),
+             nproc=2),
 ))
 def lenet_bn_scratch(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> BNLeNet:
     """BN-LeNet with the from-scratch :class:`BatchNorm` (the section's first half).
@@ -153,8 +153,9 @@ def lenet_bn_scratch(num_classes: int = 10, in_channels: int = 1, input_size: in
     course=_COURSE,
     # measured 2026-11-25 on the 2-core AMD EPYC, one MKL thread: 6,976 train ex/s at 28px, batch 256
     # (homework run): 20 epochs ~ 3 min; the cosine decay settles the noisy test accuracy of a constant lr 1.0.
+    # Two processes of one thread each: 25,739 vs 20,577 ex/s in one process (`python -m benchmarks.parallel`).
     cpu=dict(resize=28, epochs=20, batch_size=256, lr=1.0, optimizer="sgd", schedule="cosine", init="xavier",
-             cpu_threads=1),
+             nproc=2),
 ))
 def lenet_bn(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> BNLeNet:
     """BN-LeNet with Paddle's ``nn.BatchNorm2D`` / ``nn.BatchNorm1D`` (the concise implementation).

@@ -98,10 +98,10 @@ class DenseBox(nn.Layer):
                           task_args=dict(num_train_scenes=20000, num_test_scenes=2000)),
               # 2026-11-25, our shared 2-core CPU: a training step runs at 82-170 scenes/s and 24k
               # scene-steps already gave AP50 0.91 (class acc 0.72); 20k scenes x 6 epochs is 12-20 min,
-              # the extra epochs mostly for the class head. One MKL thread: 172 vs 165 scenes/s
-              # on two (`python -m benchmarks.threads densebox`).
+              # the extra epochs mostly for the class head.
               cpu=dict(resize=64, epochs=6, batch_size=32, lr=3e-3, optimizer="adam", schedule="cosine",
-                       task_args=dict(num_train_scenes=20000, num_test_scenes=1000), cpu_threads=1),
+                       task_args=dict(num_train_scenes=20000, num_test_scenes=1000), nproc=2),
+              # nproc=2: two one-thread processes 604 vs 548 scenes/s in one process (`python -m benchmarks.parallel`).
           ))
 def densebox(num_classes: int = 10, in_channels: int = 1, input_size: int = 64) -> DenseBox:
     """DenseBox with the optional class head on (num_classes=0 leaves it off).

@@ -59,9 +59,9 @@ class DenseNet(Classifier):
               # measured 2026-11-25 on the 2-core AMD EPYC: 281 train / 960 eval ex/s at 32px, batch
               # 128 (144 at 48px): 4 epochs of 60k ~ 14 min + 40k test ~ 1 min; 32 is just above
               # the minimum 29 and batch norm lets momentum SGD with a one-cycle schedule run fast.
-              # One MKL thread: 320 vs 173 ex/s on two (`python -m benchmarks.threads densenet`).
               cpu=dict(resize=32, epochs=4, batch_size=128, lr=0.1, optimizer="sgd", momentum=0.9,
-                       weight_decay=5e-4, schedule="onecycle", init="xavier", cpu_threads=1),
+                       weight_decay=5e-4, schedule="onecycle", init="xavier", nproc=2),
+              # nproc=2: two one-thread processes 2,030 vs 1,659 ex/s in one process (`python -m benchmarks.parallel`).
           ))
 def densenet(num_classes: int = 10, in_channels: int = 1, input_size: int = 96,
              num_convs=NUM_CONVS_IN_DENSE_BLOCKS, growth_rate: int = GROWTH_RATE) -> DenseNet:

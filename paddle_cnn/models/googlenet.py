@@ -75,10 +75,10 @@ class GoogLeNet(Classifier):
               # measured 2026-11-25 on the 2-core AMD EPYC: 141 train / 443 eval ex/s at 32px, batch
               # 128 (64 at 48px): 3 x 45k examples ~ 16 min + 3 x 5k test ~ 1 min. 32 still leaves
               # b4 a 2x2 map; AdamW because 22 layers without BN start slowly under SGD.
-              # One MKL thread: 179 vs 88 ex/s on two (`python -m benchmarks.threads googlenet`).
               cpu=dict(resize=32, epochs=3, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
                        schedule="onecycle", init="xavier", train_subset=45000, test_subset=5000,
-                       cpu_threads=1),
+                       nproc=2),
+              # nproc=2: two one-thread processes 916 vs 768 ex/s in one process (`python -m benchmarks.parallel`).
           ))
 def googlenet(num_classes: int = 10, in_channels: int = 1, input_size: int = 96) -> GoogLeNet:
     """GoogLeNet as in the course (d2l's version, trained at 96x96).

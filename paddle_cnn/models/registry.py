@@ -46,8 +46,8 @@ SMOKE = {
 
 
 def smoke_profile(cpu: dict, task: str, overrides: dict | None = None) -> dict:
-    """The cpu profile shrunk to seconds: :data:`SMOKE` sizes, a constant learning rate, default threads."""
-    smoke = {k: v for k, v in cpu.items() if k not in ("schedule", "warmup_epochs", "cpu_threads")}
+    """The cpu profile shrunk to seconds: :data:`SMOKE` sizes, a constant learning rate, one process, default threads."""
+    smoke = {k: v for k, v in cpu.items() if k not in ("schedule", "warmup_epochs", "cpu_threads", "nproc")}
     smoke.update(SMOKE[task])
     smoke["batch_size"] = min(smoke["batch_size"], cpu.get("batch_size", smoke["batch_size"]))
     smoke.update(overrides or {})

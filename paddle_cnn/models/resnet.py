@@ -61,10 +61,11 @@ class ResNet(Classifier):
               # measured 2026-11-25 on the 2-core AMD EPYC: 133 train / 512 eval ex/s at 28px, batch
               # 128 (60 at 48px): 3 x 45k examples ~ 17 min + 3 x 5k test ~ 0.5 min. Native 28px:
               # no resize blur, and batch norm lets momentum SGD with a one-cycle schedule run fast.
-              # One MKL thread: 166 vs 121 ex/s on two (`python -m benchmarks.threads resnet18`).
               cpu=dict(resize=28, epochs=3, batch_size=128, lr=0.1, optimizer="sgd", momentum=0.9,
                        weight_decay=5e-4, schedule="onecycle", init="xavier", train_subset=45000,
-                       test_subset=5000, cpu_threads=1),
+                       test_subset=5000),
+              # Both cores in one process (the default): 1,091 vs 745 ex/s on one thread and 749 in two
+              # processes (`python -m benchmarks.parallel`; before the accelerator one thread was faster).
           ))
 def resnet18(num_classes: int = 10, in_channels: int = 1, input_size: int = 96,
              stage_arch=RESNET18_ARCH, residual: bool = True) -> ResNet:

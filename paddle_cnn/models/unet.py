@@ -116,10 +116,10 @@ class UNet(nn.Layer):
               # 2026-11-25, our shared 2-core CPU: a training step runs at 54-84 scenes/s with base
               # width 8 (20-37 with 16), and 32k scene-steps reached mIoU 0.48; 16k scenes x 4 epochs
               # is 13-20 min. Four times cheaper than base 16, which reached 0.52 in 16k steps (13 min).
-              # One MKL thread: 101 vs 79 scenes/s on two (`python -m benchmarks.threads unet`).
               cpu=dict(resize=64, epochs=4, batch_size=32, lr=3e-3, optimizer="adam", schedule="cosine",
                        model_args=dict(base_width=8), task_args=dict(num_train_scenes=16000, num_test_scenes=1000),
-                       cpu_threads=1),
+                       nproc=2),
+              # nproc=2: two one-thread processes 446 vs 340 scenes/s in one process (`python -m benchmarks.parallel`).
               smoke=dict(resize=48),  # the smallest canvas that still holds an item at 1.5x
           ))
 def unet(num_classes: int = 11, in_channels: int = 1, input_size: int = 64, depth: int = DEPTH,

@@ -66,9 +66,10 @@ def vgg11(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) ->
     # measured 2026-11-25 on the 2-core AMD EPYC: 253 train / 990 eval ex/s at 32px, batch 128:
     # 4 epochs of 60k ~ 16 min + 40k test ~ 1 min. AdamW because SGD stays at loss 2.30
     # for the first 80 steps (a 1-minute probe on the same date), as d2l's VGG does.
-    # One MKL thread: 285 vs 259 ex/s on two (`python -m benchmarks.threads vgg11_small`).
     cpu=dict(resize=32, epochs=4, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
-             schedule="onecycle", init="xavier", cpu_threads=1),
+             schedule="onecycle", init="xavier"),
+    # Both cores in one process (the default): 788 vs 505 ex/s on one thread and 448 in two processes
+    # (`python -m benchmarks.parallel`; before the accelerator one thread was faster).
 ))
 def vgg11_small(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> VGG:
     """VGG-11 with a quarter of the channels, the version d2l trains on Fashion-MNIST.
