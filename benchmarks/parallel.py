@@ -15,9 +15,17 @@ moment of the machine hits all of them alike. ``--accel`` is passed through
 
     python -m benchmarks.parallel                        # every cpu profile at its own size and batch
     python -m benchmarks.parallel --cases alexnet:96:128 resnet18:96:128 --rounds 3
+    python -m benchmarks.parallel --comm                 # where a data-parallel step's extra time goes
 
-Writes ``results/parallel.json`` and prints a markdown table. Run it on a
-quiet machine: another job on the cores distorts every column.
+Writes ``results/parallel.json`` (``--comm``: ``results/parallel-comm.json``)
+and prints a markdown table. Run it on a quiet machine: another job on the
+cores distorts every column.
+
+``--comm`` starts 2 processes (one thread each) that time, in lockstep, a gloo
+all-reduce of float32 tensors of several sizes, and a training step of a model
+(random data, momentum SGD) as a plain layer and wrapped in
+``paddle.DataParallel``: the difference is what synchronising the gradients
+costs per step.
 """
 from __future__ import annotations
 
@@ -61,6 +69,80 @@ def run_contender(model: str, resize: int, batch: int, nproc: int, threads: int,
         return result["final"]["examples_per_sec"]
 
 
+COMM_SIZES = (1_000, 62_000, 1_000_000, 11_200_000)   # floats: tiny, LeNet, a mid layer, ResNet-18
+COMM_MODELS = (("lenet_relu", 28, 128), ("resnet18", 28, 128))
+
+
+def _comm_worker(steps: int, out: str) -> None:
+    """One of 2 processes: all-reduce times per size, plain vs DataParallel step times per model (ms)."""
+    import paddle
+    import paddle.distributed as dist
+
+    from paddle_cnn import runtime
+    from paddle_cnn.trainer import TrainConfig, build_model
+
+    runtime.set_cpu_threads(1)
+    dist.init_parallel_env()
+    result = {"allreduce_ms": {}, "step_ms": {}}
+    for n in COMM_SIZES:
+        t = paddle.ones([n])
+        for _ in range(5):
+            dist.all_reduce(t)
+        start = time.perf_counter()
+        for _ in range(steps):
+            dist.all_reduce(t)
+        result["allreduce_ms"][str(n)] = (time.perf_counter() - start) / steps * 1e3
+    for name, resize, batch in COMM_MODELS:
+        cfg = TrainConfig(model=name, resize=resize, accel="off")
+        model = build_model(cfg)
+        from paddle_cnn import accel
+
+        accel.apply(model, "auto", threads=1, log=None)
+        opt = paddle.optimizer.Momentum(0.01, 0.9, parameters=model.parameters())
+        x, y = paddle.randn([batch // 2, 1, resize, resize]), paddle.randint(0, 10, [batch // 2])
+        times = {}
+        for label, net in (("plain", model), ("DataParallel", paddle.DataParallel(model))):
+            def step():
+                loss = paddle.nn.functional.cross_entropy(net(x), y)
+                loss.backward()
+                opt.step()
+                opt.clear_grad()
+            for _ in range(3):
+                step()
+            dist.barrier()
+            start = time.perf_counter()
+            for _ in range(max(3, steps // 5)):
+                step()
+            times[label] = (time.perf_counter() - start) / max(3, steps // 5) * 1e3
+        result["step_ms"][f"{name}@{resize} batch {batch // 2} per process"] = times
+    if dist.get_rank() == 0:
+        Path(out).write_text(json.dumps(result))
+
+
+def comm(out_json: str, steps: int) -> None:
+    import paddle_cnn  # noqa: F401
+    from paddle_cnn import distributed, runtime
+
+    with tempfile.TemporaryDirectory() as tmp:
+        part = str(Path(tmp) / "comm.json")
+        from benchmarks.parallel import _comm_worker as worker  # importable by name in the spawned processes
+
+        distributed.spawn(worker, 2, "cpu", steps, part)
+        result = json.loads(Path(part).read_text())
+    import paddle
+
+    doc = {"command": "python -m benchmarks.parallel --comm", "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+           "cpu": runtime.cpu_model(), "paddle": paddle.__version__, **result}
+    Path(out_json).write_text(json.dumps(doc, indent=1))
+    print("| all-reduce of N floats (2 processes, gloo) | ms |\n| --- | --- |")
+    for n, ms in result["allreduce_ms"].items():
+        print(f"| {int(n):,} | {ms:.2f} |")
+    print("\n| training step (2 processes, 1 thread each) | plain ms | DataParallel ms |\n| --- | --- | --- |")
+    for case, t in result["step_ms"].items():
+        print(f"| {case} | {t['plain']:.1f} | {t['DataParallel']:.1f} |")
+    print(f"wrote {out_json}")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", nargs="*", help="MODEL:RESIZE:BATCH (default: every cpu profile)")
@@ -69,8 +151,12 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--accel", default="auto", choices=("auto", "on", "off"))
     parser.add_argument("--data-dir", default=os.environ.get("PADDLE_CNN_DATA"))
-    parser.add_argument("--out", default=str(HERE / "results" / "parallel.json"))
+    parser.add_argument("--out", default=None, help="default results/parallel.json (--comm: parallel-comm.json)")
+    parser.add_argument("--comm", action="store_true", help="time the all-reduce and a DataParallel step instead")
     args = parser.parse_args(argv)
+    if args.comm:
+        return comm(args.out or str(HERE / "results" / "parallel-comm.json"), 50)
+    args.out = args.out or str(HERE / "results" / "parallel.json")
 
     from paddle_cnn import runtime
 

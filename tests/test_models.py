@@ -17,7 +17,7 @@ from paddle import nn
 
 from paddle_cnn import blocks
 from paddle_cnn.blocks import DenseBlock, Inception, Residual, nin_block, transition, vgg_block
-from paddle_cnn.models import REGISTRY, get_model, list_models
+from paddle_cnn.models import REGISTRY, get_model, get_spec, list_models
 from paddle_cnn.summary import count_flops, count_params, layer_summary
 
 CLASSIFIERS = list_models("classification")
@@ -306,3 +306,19 @@ def test_plain_resnet18_has_the_same_depth_and_no_projections():
     assert not [b for b in plain.sublayers() if isinstance(b, Residual) and (b.residual or b.conv3 is not None)]
     assert count_params(plain) < count_params(residual)              # the three 1x1 projections are gone
     assert list(plain(paddle.zeros([2, 1, 28, 28])).shape) == [2, 10]
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_num_classes_zero_gives_the_feature_map(name):
+    """Backbone mode, as in paddle.vision: no head is built and forward returns the last feature map."""
+    spec = get_spec(name)
+    size = spec.profiles["smoke"]["resize"]
+    full = get_model(name, input_size=size)
+    bare = get_model(name, num_classes=0, input_size=size)
+    assert bare.head is None
+    features = bare(paddle.randn([2, 1, size, size]))
+    assert len(features.shape) == 4 and features.shape[0] == 2
+    count = lambda m: sum(int(np.prod(p.shape)) for p in m.parameters())  # noqa: E731
+    assert count(bare) < count(full)                      # the classifier's own layers are gone
+    with pytest.raises(ValueError, match="num_classes must be >= 0"):
+        get_model(name, num_classes=-1, input_size=size)
