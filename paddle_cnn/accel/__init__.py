@@ -198,7 +198,10 @@ def apply(model, mode: str = "auto", threads: int | None = None, log=print) -> d
     else:
         reason = f"no convolution layer the operator covers (float32, NCHW, groups 1){left}"
     status.update(enabled=routed > 0, reason=reason, onednn_version=version, layers=routed)
-    how_many = f"{threads} threads" if threads else f"{current_threads()} threads, following MKL"
+    def plural(n):
+        return f"{n} thread" + ("s" if n != 1 else "")
+
+    how_many = plural(threads) if threads else f"{plural(current_threads())}, following MKL"
     _log(log, f"accel: {reason} ({how_many})" if routed else f"accel: using Paddle's convolution ({reason})")
     return status
 
