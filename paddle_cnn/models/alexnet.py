@@ -54,7 +54,7 @@ class AlexNet(Classifier):
               # measured 2026-11-25 on the 2-core AMD EPYC: 111 train / 329 eval ex/s at 65px, batch 128, so
               # 3 x 36k examples ~ 16 min + 3 x 5k test ~ 1 min. 65 is the smallest side AlexNet takes;
               # AdamW because plain SGD sits on the no-BN loss plateau for much of such a short run.
-              # Both cores in one process (the default): 533 vs 314 ex/s on one thread and 330 in two processes
+              # Both cores in one process (the default): 535 vs 310 ex/s on one thread and 336 in two processes
               # (`python -m benchmarks.parallel`, with the oneDNN accelerator).
               cpu=dict(resize=65, epochs=3, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
                        schedule="onecycle", init="xavier", train_subset=36000, test_subset=5000),

@@ -101,7 +101,7 @@ class DenseBox(nn.Layer):
               # the extra epochs mostly for the class head.
               cpu=dict(resize=64, epochs=6, batch_size=32, lr=3e-3, optimizer="adam", schedule="cosine",
                        task_args=dict(num_train_scenes=20000, num_test_scenes=1000), nproc=2),
-              # nproc=2: two one-thread processes 604 vs 548 scenes/s in one process (`python -m benchmarks.parallel`).
+              # nproc=2: two one-thread processes 647 vs 511 scenes/s in one process (`python -m benchmarks.parallel`).
           ))
 def densebox(num_classes: int = 10, in_channels: int = 1, input_size: int = 64) -> DenseBox:
     """DenseBox with the optional class head on (num_classes=0 leaves it off).

@@ -61,7 +61,7 @@ class DenseNet(Classifier):
               # the minimum 29 and batch norm lets momentum SGD with a one-cycle schedule run fast.
               cpu=dict(resize=32, epochs=4, batch_size=128, lr=0.1, optimizer="sgd", momentum=0.9,
                        weight_decay=5e-4, schedule="onecycle", init="xavier", nproc=2),
-              # nproc=2: two one-thread processes 2,030 vs 1,659 ex/s in one process (`python -m benchmarks.parallel`).
+              # nproc=2: two one-thread processes 2,204 vs 1,709 ex/s in one process (`python -m benchmarks.parallel`).
           ))
 def densenet(num_classes: int = 10, in_channels: int = 1, input_size: int = 96,
              num_convs=NUM_CONVS_IN_DENSE_BLOCKS, growth_rate: int = GROWTH_RATE) -> DenseNet:

@@ -78,7 +78,7 @@ class GoogLeNet(Classifier):
               cpu=dict(resize=32, epochs=3, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
                        schedule="onecycle", init="xavier", train_subset=45000, test_subset=5000,
                        nproc=2),
-              # nproc=2: two one-thread processes 916 vs 768 ex/s in one process (`python -m benchmarks.parallel`).
+              # nproc=2: two one-thread processes 890 vs 739 ex/s in one process (`python -m benchmarks.parallel`).
           ))
 def googlenet(num_classes: int = 10, in_channels: int = 1, input_size: int = 96) -> GoogLeNet:
     """GoogLeNet as in the course (d2l's version, trained at 96x96).

@@ -47,11 +47,11 @@ _LENET_PROFILES = dict(
     # d2l trains LeNet with lr 0.9 (sigmoid needs a large step), batch 256, 10 epochs.
     # amp off: at 28 px a step is a few tiny kernels, launch-bound on a GPU; autocast would only add casts.
     course=dict(resize=28, epochs=10, batch_size=256, lr=0.9, optimizer="sgd", amp="off"),
-    # One thread: 15,590 ex/s vs 16,288 on two, inside the rounds' spread (noise), and 11,307 in two
-    # processes (`python -m benchmarks.parallel`, with the oneDNN accelerator).
+    # Two one-thread processes: 20,517 ex/s vs 18,742 in one process on both cores and 15,928 on one
+    # (`python -m benchmarks.parallel`, with the oneDNN accelerator).
     # Keeps the textbook setting but doubles the epochs, which sigmoid LeNet needs
     # to leave its early plateau.
-    cpu=dict(resize=28, epochs=20, batch_size=256, lr=0.9, optimizer="sgd", cpu_threads=1),
+    cpu=dict(resize=28, epochs=20, batch_size=256, lr=0.9, optimizer="sgd", nproc=2),
 )
 
 
@@ -74,7 +74,7 @@ def lenet(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> 
               # Batch 64 (not 256) gives 4x the updates per epoch at the same speed.
               cpu=dict(resize=28, epochs=15, batch_size=64, lr=0.05, optimizer="sgd", momentum=0.9,
                        schedule="cosine", cpu_threads=1),
-              # One thread: 17,122 ex/s vs 8,176 on two and 6,108 in two processes (`python -m benchmarks.parallel`).
+              # One thread: 16,914 ex/s vs 15,635 on two and 11,007 in two processes (`python -m benchmarks.parallel`).
           ))
 def lenet_relu(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> LeNet:
     """LeNet with ReLU and max-pooling, the exercise variant.

@@ -54,7 +54,7 @@ _TITLE = ("Network in network (NiN)", "网络中的网络（NiN）")
     # measured 2026-11-25 on the 2-core AMD EPYC: 123 train / 275 eval ex/s at 67px (the smallest
     # side NiN takes), batch 128: 3 x 40k examples ~ 16 min + 3 x 5k test ~ 1 min; AdamW to get
     # off NiN's long initial plateau sooner than SGD.
-    # nproc=2: two one-thread processes 1,019 vs 961 ex/s in one process (`python -m benchmarks.parallel`).
+    # nproc=2: two one-thread processes 1,017 vs 931 ex/s in one process (`python -m benchmarks.parallel`).
     cpu=dict(resize=MIN_SIZE, epochs=3, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05, nproc=2,
              schedule="onecycle", init="xavier", train_subset=40000, test_subset=5000),
 ))
@@ -71,7 +71,7 @@ def nin(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> N
     course=dict(resize=224, epochs=10, batch_size=128, lr=0.1, optimizer="sgd", init="xavier"),
     # measured 2026-11-25 on the 2-core AMD EPYC: 180 train / 438 eval ex/s at 67px, batch 128
     # (one 1x1 conv fewer per block): 3 epochs of 60k ~ 17 min + 3 x 5k test ~ 1 min.
-    # Both cores in one process: 1,181 ex/s vs 720 on one thread; two processes 1,188 (noise: rounds overlap).
+    # Both cores in one process: 1,133 ex/s vs 711 on one thread; two processes 1,168 (noise: rounds overlap).
     cpu=dict(resize=MIN_SIZE, epochs=3, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
              schedule="onecycle", init="xavier", test_subset=5000),
 ))

@@ -64,7 +64,7 @@ class ResNet(Classifier):
               cpu=dict(resize=28, epochs=3, batch_size=128, lr=0.1, optimizer="sgd", momentum=0.9,
                        weight_decay=5e-4, schedule="onecycle", init="xavier", train_subset=45000,
                        test_subset=5000),
-              # Both cores in one process (the default): 1,091 vs 745 ex/s on one thread and 749 in two
+              # Both cores in one process (the default): 1,082 vs 720 ex/s on one thread and 757 in two
               # processes (`python -m benchmarks.parallel`; before the accelerator one thread was faster).
           ))
 def resnet18(num_classes: int = 10, in_channels: int = 1, input_size: int = 96,

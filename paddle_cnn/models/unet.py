@@ -119,7 +119,7 @@ class UNet(nn.Layer):
               cpu=dict(resize=64, epochs=4, batch_size=32, lr=3e-3, optimizer="adam", schedule="cosine",
                        model_args=dict(base_width=8), task_args=dict(num_train_scenes=16000, num_test_scenes=1000),
                        nproc=2),
-              # nproc=2: two one-thread processes 446 vs 340 scenes/s in one process (`python -m benchmarks.parallel`).
+              # nproc=2: two one-thread processes 468 vs 348 scenes/s in one process (`python -m benchmarks.parallel`).
               smoke=dict(resize=48),  # the smallest canvas that still holds an item at 1.5x
           ))
 def unet(num_classes: int = 11, in_channels: int = 1, input_size: int = 64, depth: int = DEPTH,

@@ -68,7 +68,7 @@ def vgg11(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) ->
     # for the first 80 steps (a 1-minute probe on the same date), as d2l's VGG does.
     cpu=dict(resize=32, epochs=4, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
              schedule="onecycle", init="xavier"),
-    # Both cores in one process (the default): 788 vs 505 ex/s on one thread and 448 in two processes
+    # Both cores in one process (the default): 775 vs 519 ex/s on one thread and 479 in two processes
     # (`python -m benchmarks.parallel`; before the accelerator one thread was faster).
 ))
 def vgg11_small(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> VGG:
