@@ -83,7 +83,7 @@ def current() -> Context:
     return _CONTEXT or SINGLE
 
 
-def wrap(model, ctx: Context, sync_bn: bool = False, log=print):
+def wrap(model, ctx: Context, sync_bn: bool = False):
     """``paddle.DataParallel(model)`` in a multi-process run (the model itself otherwise).
 
     ``sync_bn`` converts BatchNorm layers to ``nn.SyncBatchNorm`` first. Paddle

@@ -516,7 +516,7 @@ class Trainer:
         step = _Step(self.precision, self.device)
         optimizer = make_optimizer(cfg, inner, self.device)
         history = self.load_checkpoint(inner, optimizer, step) if resume else []
-        net = distributed.wrap(inner, self.dist, cfg.sync_bn, self.log)
+        net = distributed.wrap(inner, self.dist, cfg.sync_bn)
         steps = data.steps_per_epoch(cfg.batch_size)
         if data.num_train < cfg.batch_size:
             raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {data.num_train} training examples; "
@@ -645,8 +645,6 @@ def _apply_accel(model, mode: str, threads, log) -> dict:
         if mode == "on":
             raise ValueError(f"--accel on: the accelerator cannot be imported ({e})") from None
         return {"enabled": False, "reason": f"accelerator not importable ({e})"}
-    if not hasattr(accel, "apply"):
-        return {"enabled": False, "reason": "accelerator not built into this checkout"}
     return accel.apply(model, mode, threads=threads, log=log)
 
 
