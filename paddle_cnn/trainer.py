@@ -569,7 +569,9 @@ class Trainer:
             # Sums over ranks: every rank ends the epoch with the same loss and train metric.
             loss_sum = distributed.all_reduce_sum(loss_sum)
             hits_sum = distributed.all_reduce_sum(hits_sum)
-            count *= self.dist.world
+            # A task's denominator is an int known on the host (examples, pixels) or, when it depends on
+            # the targets (DenseBox's positive cells), a device tensor summed like the hits.
+            count = count * self.dist.world if isinstance(count, int) else float(distributed.all_reduce_sum(count))
             record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / max(1, seen) / self.dist.world,
                       "train_metric": float(hits_sum) / max(1, count),
                       "examples": seen, "timed_examples": timed, "train_time": train_time,

@@ -101,7 +101,7 @@ def test_committed_summary_matches_results():
     for section in committed_sections():
         for r in homework.load_results(REPO / "homework" / section / "results.json")["runs"].values():
             reference = homework.COURSE_REFERENCE.get(r["model"])
-            reference = "–" if reference is None else f"{reference:.3f}"
+            reference = "–" if reference is None else f"[{reference[0]:.3f}]({reference[1]})"
             assert (f"`{r['model']}` | {homework._metric_text(r)} | {reference} | "
                     f"{r['final']['examples_per_sec']:.1f} |") in text
     assert "Data: Fashion-MNIST" in text and "Measured on: " in text

@@ -40,6 +40,29 @@ def test_scene_tasks_learn_through_the_trainer(model, metric, extra):
     assert losses[-1] < losses[0], losses
     assert np.isfinite(result.final[metric]) and 0 <= result.final[metric] <= 1
     assert result.metric == metric
+    # The homework figure draws the task's curve panels from these history keys.
+    for _, lines in trainer.task.curve_panels:
+        for key, _ in lines:
+            assert all(np.isfinite(h[key]) for h in result.history), key
+    if model == "densebox":   # positive-cell recall: starts low, rises (an all-cell accuracy sat at 1.0)
+        recall = [h["train_metric"] for h in result.history]
+        assert recall[0] < 0.9 and recall[-1] > recall[0], recall
+
+
+def test_densebox_train_metric_is_recall_of_positive_cells():
+    """Hand-made maps: 2 positives, 1 found; an ignored cell and background cells do not count."""
+    import paddle
+
+    from paddle_cnn.tasks.detection import T_CONF, T_VALID, DetectionTask
+
+    target = np.zeros([1, 7, 2, 3], "float32")
+    target[0, T_VALID] = 1
+    target[0, T_CONF, 0, 0] = target[0, T_CONF, 0, 1] = 1     # two positive cells
+    target[0, T_CONF, 1, 2], target[0, T_VALID, 1, 2] = 1, 0    # an ignored cell, predicted positive
+    conf = np.zeros([1, 1, 2, 3], "float32")
+    conf[0, 0, 0, 0] = conf[0, 0, 1, 2] = conf[0, 0, 1, 0] = 0.9  # one positive found, one background wrong
+    hits, count = DetectionTask().train_hits({"conf": paddle.to_tensor(conf)}, paddle.to_tensor(target))
+    assert float(hits) == 1 and float(count) == 2
 
 
 def test_homework_refuses_smoke_runs_in_the_repository(monkeypatch):

@@ -132,10 +132,9 @@ _COURSE = dict(resize=28, epochs=10, batch_size=256, lr=1.0, optimizer="sgd", in
 
 @register(section="batchnorm", title=_TITLE, min_size=MIN_SIZE, profiles=dict(
     course=_COURSE,
-    # measured 2026-11-25 on the 2-core AMD EPYC, one MKL thread: 1,433 train ex/s at 28px, batch 256
-    # (homework run; our BatchNorm is several small ops, ~5x slower than Paddle's fused kernel):
-    # 20 epochs ~ 15 min, the same schedule as lenet_bn so the two curves can be compared epoch by epoch.
-    # A cosine decay removes the epoch-to-epoch noise in test accuracy that lr 1.0 leaves in d2l's run.
+    # 20 epochs with a cosine decay: the schedule of lenet_bn and of LeNet's cpu profile, so the three
+    # curves compare epoch by epoch. The decay removes the epoch-to-epoch noise in test accuracy that
+    # lr 1.0 leaves in d2l's run. Our BatchNorm is several small ops, slower than Paddle's fused kernel.
     # Two processes of one thread each: 3,891 vs 2,189 ex/s in one process (`python -m benchmarks.parallel`).
     cpu=dict(resize=28, epochs=20, batch_size=256, lr=1.0, optimizer="sgd", schedule="cosine", init="xavier",
              nproc=2),
@@ -151,8 +150,7 @@ def lenet_bn_scratch(num_classes: int = 10, in_channels: int = 1, input_size: in
 
 @register(section="batchnorm", title=_TITLE, min_size=MIN_SIZE, profiles=dict(
     course=_COURSE,
-    # measured 2026-11-25 on the 2-core AMD EPYC, one MKL thread: 6,976 train ex/s at 28px, batch 256
-    # (homework run): 20 epochs ~ 3 min; the cosine decay settles the noisy test accuracy of a constant lr 1.0.
+    # lenet_bn_scratch's schedule (20 epochs, cosine decay from lr 1.0), Paddle's fused BatchNorm.
     # Two processes of one thread each: 23,553 vs 20,288 ex/s in one process (rounds overlap) (`python -m benchmarks.parallel`).
     cpu=dict(resize=28, epochs=20, batch_size=256, lr=1.0, optimizer="sgd", schedule="cosine", init="xavier",
              nproc=2),

@@ -56,10 +56,10 @@ class DenseNet(Classifier):
           min_size=MIN_SIZE, profiles=dict(
               # d2l: resize 96, lr 0.1, batch 256, 10 epochs.
               course=dict(resize=96, epochs=10, batch_size=256, lr=0.1, optimizer="sgd", init="xavier"),
-              # measured 2026-11-25 on the 2-core AMD EPYC: 281 train / 960 eval ex/s at 32px, batch
-              # 128 (144 at 48px): 4 epochs of 60k ~ 14 min + 40k test ~ 1 min; 32 is just above
-              # the minimum 29 and batch norm lets momentum SGD with a one-cycle schedule run fast.
-              cpu=dict(resize=32, epochs=4, batch_size=128, lr=0.1, optimizer="sgd", momentum=0.9,
+              # 32 px, just above the minimum 29: the last dense block works on a 1x1 map (64 px would
+              # give 2x2 at 4x the cost). Five epochs of all 60k images; batch norm lets momentum SGD
+              # with a one-cycle schedule run fast.
+              cpu=dict(resize=32, epochs=5, batch_size=128, lr=0.1, optimizer="sgd", momentum=0.9,
                        weight_decay=5e-4, schedule="onecycle", init="xavier", nproc=2),
               # nproc=2: two one-thread processes 2,204 vs 1,709 ex/s in one process (`python -m benchmarks.parallel`).
           ))

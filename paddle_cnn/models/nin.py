@@ -51,12 +51,12 @@ _TITLE = ("Network in network (NiN)", "网络中的网络（NiN）")
 @register(section="nin", title=_TITLE, min_size=MIN_SIZE, profiles=dict(
     # d2l: resize 224, lr 0.1, batch 128, 10 epochs.
     course=dict(resize=224, epochs=10, batch_size=128, lr=0.1, optimizer="sgd", init="xavier"),
-    # measured 2026-11-25 on the 2-core AMD EPYC: 123 train / 275 eval ex/s at 67px (the smallest
-    # side NiN takes), batch 128: 3 x 40k examples ~ 16 min + 3 x 5k test ~ 1 min; AdamW to get
-    # off NiN's long initial plateau sooner than SGD.
+    # 67 px, the smallest side NiN takes: the last NiN block works on a 1x1 map (112 px would give
+    # 2x2 at 3x the cost). Four epochs of all 60k images, the same as nin_one_1x1, so the pair
+    # differs only in the second 1x1 convolution. AdamW to get off NiN's long initial plateau.
     # nproc=2: two one-thread processes 1,017 vs 931 ex/s in one process (`python -m benchmarks.parallel`).
-    cpu=dict(resize=MIN_SIZE, epochs=3, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05, nproc=2,
-             schedule="onecycle", init="xavier", train_subset=40000, test_subset=5000),
+    cpu=dict(resize=MIN_SIZE, epochs=4, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05, nproc=2,
+             schedule="onecycle", init="xavier"),
 ))
 def nin(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> NiN:
     """NiN as in the course: two 1x1 convolutions per block.
@@ -69,11 +69,10 @@ def nin(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> N
 
 @register(section="nin", title=_TITLE, min_size=MIN_SIZE, profiles=dict(
     course=dict(resize=224, epochs=10, batch_size=128, lr=0.1, optimizer="sgd", init="xavier"),
-    # measured 2026-11-25 on the 2-core AMD EPYC: 180 train / 438 eval ex/s at 67px, batch 128
-    # (one 1x1 conv fewer per block): 3 epochs of 60k ~ 17 min + 3 x 5k test ~ 1 min.
-    # Both cores in one process: 1,133 ex/s vs 711 on one thread; two processes 1,168 (noise: rounds overlap).
-    cpu=dict(resize=MIN_SIZE, epochs=3, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
-             schedule="onecycle", init="xavier", test_subset=5000),
+    # nin's cpu profile exactly (67 px, 4 epochs of 60k, nproc=2), so the two runs differ only in the block.
+    # Two processes 1,168 ex/s vs 1,133 in one (noise: rounds overlap) (`python -m benchmarks.parallel`).
+    cpu=dict(resize=MIN_SIZE, epochs=4, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05, nproc=2,
+             schedule="onecycle", init="xavier"),
 ))
 def nin_one_1x1(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> NiN:
     """The course exercise: NiN with one 1x1 convolution per block instead of two.

@@ -11,6 +11,10 @@ class ClassificationTask:
     metric = "test_acc"
     metric_label = "test acc"
     train_metric_label = "train acc"
+    # Homework learning curves: one measure per panel, (history key, label) pairs drawn on it.
+    curve_panels = (("loss", (("train_loss", "train"),)),
+                    ("accuracy", (("train_metric", "train"), ("test_acc", "test"))))
+    prediction_grid = (2, 8)     # rows x cols of the homework figure's prediction cells
 
     def build_data(self, cfg, data_dir=None, arrays=None):
         from ..data import FashionMNIST

@@ -22,6 +22,10 @@ class SegmentationTask(SceneTask):
     metric = "miou"
     metric_label = "test mIoU"
     train_metric_label = "train pixel acc"
+    curve_panels = (("loss", (("train_loss", "train"),)),
+                    ("pixel accuracy", (("train_metric", "train"), ("pixel_acc", "test"))),
+                    ("mIoU", (("miou", "test"),)))
+    prediction_grid = (2, 8)     # four scenes: image and truth above, prediction under the truth
     task_defaults = dict(dice_weight=0.0)
 
     def loss(self, logits, mask, cfg):
