@@ -221,9 +221,17 @@ def _data_lines(doc: dict) -> str:
 
 def _settings_line(name: str, c: dict) -> str:
     """One run's configuration in a line: everything a reader needs to repeat it."""
+    momentum = f" momentum {c['momentum']}" if c.get("momentum") else ""
     parts = [f"resize {c['resize']}", f"{c['epochs']} epochs", f"batch {c['batch_size']}",
-             f"{c['optimizer']} lr {c['lr']} ({c['schedule']})", f"weight decay {c['weight_decay']}",
+             f"{c['optimizer']}{momentum} lr {c['lr']} ({c['schedule']})", f"weight decay {c['weight_decay']}",
              f"augment {c['augment']}", f"seed {c['seed']}"]
+    for key, label in (("label_smoothing", "label smoothing"), ("erase", "random erasing"), ("ema", "weight EMA")):
+        if c.get(key):
+            parts.append(f"{label} {c[key]}")
+    if c.get("tta", "none") != "none":
+        parts.append(f"test-time {c['tta']}")
+    if c.get("nproc", 1) > 1:
+        parts.append(f"{c['nproc']} processes")
     if c.get("train_subset"):
         parts.append(f"{c['train_subset']} training examples")
     if c.get("test_subset"):

@@ -130,6 +130,29 @@ def conv_filters(model, layer: str | None = None, max_filters: int = 96, cols: i
     return fig
 
 
+def augmented_views(data, views: dict, count: int = 8, seed: int = 0):
+    """The same ``count`` training images as the network sees them, one row per augmentation.
+
+    ``views`` maps a row label to a function from a normalised batch
+    ``[N, C, H, W]`` (``data.prepare`` output) to the augmented batch; each row
+    draws its randomness after ``paddle.seed(seed)``, so the figure repeats.
+    """
+    import paddle
+
+    x = data.prepare(data.train_x[:count])
+    fig, axes = plt.subplots(len(views), count, figsize=(1.2 * count + 1.2, 1.3 * len(views)), squeeze=False)
+    for row, (label, view) in zip(axes, views.items()):
+        paddle.seed(seed)
+        images = view(x).numpy()[:, 0]
+        for ax, image in zip(row, images):
+            ax.imshow(image, cmap="gray")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def _first_test_image(data, index: int):
     for x, y in data.test_batches(index + 1):
         return x[index:index + 1], y[index:index + 1]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -30,12 +30,14 @@ from paddle import nn
 
 from . import atomic, distributed, runtime
 from .data import AUGMENTS
+from .ema import WeightAverage
 from .models import get_spec
 from .tasks import get_task
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 AMP_CHOICES = ("auto", "off", "fp16", "bf16")
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
+TTA_CHOICES = ("none", "flip")
 INITS = ("xavier", "default")
 CHECKPOINT = "checkpoint.pdckpt"
 CHECKPOINT_FORMAT = 1
@@ -76,6 +78,12 @@ class TrainConfig:
     step_gamma: float = _field(0.1, "step schedule: the factor")
     label_smoothing: float = _field(0.0, "mix this much of the uniform distribution into the targets")
     augment: str = _field("none", "on-device augmentation", choices=AUGMENTS)
+    erase: float = _field(0.0, "random erasing: blank one random rectangle in this fraction of training images "
+                          "(classification; 0 = off)")
+    ema: float = _field(0.0, "evaluate an exponential moving average of the weights with this decay "
+                        "(e.g. 0.999; 0 = off)")
+    tta: str = _field("none", "test-time augmentation: flip averages the predictions for each test image and "
+                      "its mirror (classification)", choices=TTA_CHOICES)
     # d2l initialises conv/linear weights with Xavier-uniform.
     init: str = _field("xavier", "weight initialisation", choices=INITS)
     seed: int = _field(0, "seed of weights, data order and augmentation")
@@ -126,6 +134,13 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.label_smoothing >= 1:
             raise ValueError(f"label_smoothing must be below 1, got {self.label_smoothing}")
+        if not 0 <= self.erase <= 1:
+            raise ValueError(f"erase is the fraction of training images erased, between 0 and 1; got {self.erase}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema is a decay between 0 (off) and 1 (e.g. 0.999), got {self.ema}")
+        if spec.task != "classification" and (self.erase or self.tta != "none"):
+            raise ValueError(f"--erase and --tta apply to classification; {self.model} is a {spec.task} model "
+                             "(its boxes or masks would have to move with the image)")
         for name in ("train_subset", "test_subset"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):
@@ -411,6 +426,7 @@ class Trainer:
             self.threads = runtime.set_cpu_threads(cfg.cpu_threads or max(1, runtime.physical_cores()
                                                                            // self.dist.world))
         self.accel = {"enabled": False, "reason": "GPU run" if self.device == "gpu" else "not applied"}
+        self.ema = None   # the WeightAverage of a run with cfg.ema, made by fit
 
     @property
     def is_main(self) -> bool:
@@ -446,7 +462,9 @@ class Trainer:
         if state["model_name"] != self.cfg.model:
             raise TrainingError(f"--resume: {path} belongs to model {state['model_name']!r}, not {self.cfg.model!r}; "
                                 "use another --out folder or train that model")
-        theirs, ours = self._comparable(state["config"]), self._comparable(asdict(self.cfg))
+        # A setting added after the checkpoint was written counts as its default there.
+        theirs = self._comparable({**asdict(TrainConfig()), **state["config"]})
+        ours = self._comparable(asdict(self.cfg))
         diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
         if diff:
             detail = ", ".join(f"{k}: checkpoint {theirs.get(k)!r} vs now {ours.get(k)!r}" for k in diff)
@@ -467,6 +485,8 @@ class Trainer:
         optimizer.set_state_dict(_rename_optimizer_state(state["optimizer"], model, portable=False))
         if state.get("scaler") and step.scaling:
             step.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.set_state_dict(state["ema"])
         return list(state["history"])
 
     def save_checkpoint(self, model, optimizer, step, history: List[dict]) -> None:
@@ -476,6 +496,7 @@ class Trainer:
                             "device": self.device, "model": model.state_dict(),
                             "optimizer": _rename_optimizer_state(optimizer.state_dict(), model, portable=True),
                             "scaler": step.scaler.state_dict() if step.scaling else None,
+                            "ema": self.ema.state_dict() if self.ema is not None else None,
                             "history": history}, self.checkpoint_path())
 
     # -- evaluation -----------------------------------------------------------------
@@ -487,14 +508,28 @@ class Trainer:
 
         return memory.eval_batch_size(self.cfg, memory.GPU_BUDGET, 4 if self.precision == "fp32" else 2)
 
-    def evaluate(self, model, data, step: Optional[_Step] = None) -> dict:
-        """Test metrics under the training precision, computed by rank 0 and shared with every rank."""
+    def evaluate(self, model, data, step: Optional[_Step] = None, ablate: bool = False) -> dict:
+        """Test metrics under the training precision, computed by rank 0 and shared with every rank.
+
+        With ``cfg.ema`` the averaged weights are scored. ``ablate`` (the last
+        epoch) also scores the run without each test-time trick it uses, as
+        ``<metric>_without_ema`` and ``<metric>_without_tta``: what each added,
+        measured on the same trained network.
+        """
         metrics = None
         if self.is_main:
+            cfg, task, batch = self.cfg, self.task, self.eval_batch_size()
             inner = distributed.unwrap(model)
             autocast = step.autocast() if step is not None else contextlib.nullcontext()
+            averaged = self.ema.applied(inner) if self.ema is not None else contextlib.nullcontext()
             with runtime.evaluating(inner), autocast:
-                metrics = self.task.evaluate(inner, data, self.cfg, self.eval_batch_size())
+                with averaged:
+                    metrics = task.evaluate(inner, data, cfg, batch)
+                    if ablate and cfg.tta != "none":
+                        plain = replace(cfg, tta="none")
+                        metrics[f"{task.metric}_without_tta"] = task.evaluate(inner, data, plain, batch)[task.metric]
+                if ablate and self.ema is not None:
+                    metrics[f"{task.metric}_without_ema"] = task.evaluate(inner, data, cfg, batch)[task.metric]
         return distributed.broadcast_object(metrics)
 
     # -- fit ------------------------------------------------------------------------
@@ -515,6 +550,7 @@ class Trainer:
         model.train()
         step = _Step(self.precision, self.device)
         optimizer = make_optimizer(cfg, inner, self.device)
+        self.ema = WeightAverage(inner, cfg.ema) if cfg.ema else None
         history = self.load_checkpoint(inner, optimizer, step) if resume else []
         net = distributed.wrap(inner, self.dist, cfg.sync_bn)
         steps = data.steps_per_epoch(cfg.batch_size)
@@ -524,7 +560,7 @@ class Trainer:
         if resume and len(history) >= cfg.epochs:
             self.log(f"checkpoint already has {len(history)} epochs (of {cfg.epochs}); nothing to train")
         if history and task.metric not in history[-1]:  # stopped between saving an epoch and evaluating it
-            history[-1].update(self.evaluate(net, data, step))
+            history[-1].update(self.evaluate(net, data, step, ablate=len(history) == cfg.epochs))
             self.save_checkpoint(inner, optimizer, step, history)
         writer = self._visualdl()
         # Reading a loss on the host stalls a GPU's queue, so there we look every 50 steps; with several
@@ -548,6 +584,8 @@ class Trainer:
                     t0, timed = time.perf_counter(), 0
                 optimizer.set_lr(lr_at(cfg, epoch * steps + i, steps))
                 out, loss = step(net, x, target, task, cfg, optimizer)
+                if self.ema is not None:
+                    self.ema.update(inner)
                 n = int(x.shape[0]) * self.dist.world
                 loss_sum += loss.detach().astype("float32") * n
                 hits, denom = task.train_hits(out.detach() if hasattr(out, "detach") else out, target)
@@ -578,7 +616,7 @@ class Trainer:
                       "examples_per_sec": timed / max(1e-12, train_time), "lr_end": optimizer.get_lr()}
             history.append(record)
             self.save_checkpoint(inner, optimizer, step, history)   # before evaluation, which may fail
-            record.update(self.evaluate(net, data, step))
+            record.update(self.evaluate(net, data, step, ablate=epoch + 1 == cfg.epochs))
             record["wall_time"] = time.perf_counter() - wall_start
             self.save_checkpoint(inner, optimizer, step, history)
             self._write_scalars(writer, record, epoch)
@@ -588,6 +626,8 @@ class Trainer:
                      f"{record['examples_per_sec']:.1f} examples/sec, {record['wall_time']:.1f} s")
         if writer is not None:
             writer.close()
+        if self.ema is not None:   # the returned model is the one that was scored
+            self.ema.copy_to(inner)
         final = {k: v for k, v in history[-1].items()
                  if k not in ("epoch", "examples", "timed_examples", "train_time", "wall_time", "lr_end",
                               "examples_per_sec")} if history else {}

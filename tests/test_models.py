@@ -201,6 +201,23 @@ def test_resnet18_stage_shapes():
         [64, 48, 48], [64, 24, 24], [64, 24, 24], [128, 12, 12], [256, 6, 6], [512, 3, 3], [512]]
 
 
+def test_fashion_resnet_stage_shapes_and_parameters():
+    """Best-model section: 28 -> 28 -> 14 -> 7 with 32, 64, 128 channels; parameters counted by hand."""
+    rows = layer_summary(get_model("fashion_resnet"), [1, 28, 28], print_fn=None, depth=2)
+    assert shapes(rows, ["stem.0", "stages.0", "stages.1", "stages.2", "head.1"]) == [
+        [32, 28, 28], [32, 28, 28], [64, 14, 14], [128, 7, 7], [128]]
+
+    def conv(i, o, k):
+        return i * o * k * k + o
+
+    def block(i, o, project):  # two 3x3 convs, two BNs (4 per channel: scale, shift and the 2 statistics)
+        return conv(i, o, 3) + conv(o, o, 3) + 2 * 4 * o + (conv(i, o, 1) if project else 0)
+
+    expected = (conv(1, 32, 3) + 4 * 32 + 2 * block(32, 32, False) + block(32, 64, True) + block(64, 64, False)
+                + block(64, 128, True) + block(128, 128, False) + 128 * 10 + 10)
+    assert count_params(get_model("fashion_resnet")) == expected
+
+
 def test_deeper_variants_train_through_model_args():
     """ResNet-34 and DenseNet-121's block sizes reach the trainer through the registry's factories."""
     from paddle_cnn.trainer import build_model, config_for

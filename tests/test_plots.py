@@ -63,6 +63,19 @@ def test_feature_maps_one_row_per_layer(lenet, tmp_path):
         plots.feature_maps(lenet.model, lenet.data, layers=["nope"])
 
 
+def test_augmented_views_one_row_per_view(lenet, tmp_path):
+    from paddle_cnn.data import random_erase
+
+    views = {"as is": lambda x: x, "erased": lambda x: random_erase(x, 1.0)}
+    fig = plots.augmented_views(lenet.data, views, count=5)
+    tiles = images(fig)
+    assert len(tiles) == 10
+    first = lenet.data.prepare(lenet.data.train_x[:1]).numpy()[0, 0]
+    np.testing.assert_allclose(tiles[0].images[0].get_array(), first, rtol=1e-6)   # row 1 is the image itself
+    assert (tiles[5].images[0].get_array() == 0).any()                            # row 2 has a blanked patch
+    saved(fig, tmp_path / "views.png", 2_000)
+
+
 def test_confusion_matrix_counts_every_test_image(lenet, tmp_path):
     cm = plots.confusion_counts(lenet.model, lenet.data)
     assert cm.shape == (10, 10) and cm.sum() == lenet.data.num_test

@@ -12,5 +12,6 @@ from . import batchnorm  # noqa: F401  (lenet_bn_scratch, lenet_bn)
 from . import resnet  # noqa: F401  (resnet18)
 from . import densenet  # noqa: F401  (densenet)
 from . import unet, densebox  # noqa: F401  (segmentation and detection sections)
+from . import best  # noqa: F401  (fashion_resnet: the chapter put together)
 
 __all__ = ["PROFILES", "REGISTRY", "TASKS", "ModelSpec", "get_model", "get_spec", "list_models", "register", "sections"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import paddle
+import paddle.nn.functional as F
 
 from .. import metrics
 
@@ -20,7 +21,8 @@ class ClassificationTask:
         from ..data import FashionMNIST
 
         return FashionMNIST(resize=cfg.resize, data_dir=data_dir, train_subset=cfg.train_subset,
-                            test_subset=cfg.test_subset, augment=cfg.augment, seed=cfg.seed, arrays=arrays)
+                            test_subset=cfg.test_subset, augment=cfg.augment, seed=cfg.seed, arrays=arrays,
+                            erase=cfg.erase)
 
     def loss(self, logits, y, cfg):
         return metrics.cross_entropy(logits, y, cfg.label_smoothing)
@@ -28,11 +30,22 @@ class ClassificationTask:
     def train_hits(self, logits, y):
         return metrics.correct(logits, y), int(y.shape[0])
 
+    @staticmethod
+    def scores(model, x, cfg=None):
+        """Class scores of a test batch: the logits, or with ``cfg.tta == "flip"`` the summed class
+        probabilities of each image and its left-right mirror (the mirror is a training augmentation,
+        so the network has learned both views)."""
+        out = model(x)
+        if cfg is not None and getattr(cfg, "tta", "none") == "flip":
+            mirrored = model(paddle.flip(x, axis=[3]))
+            out = F.softmax(out.astype("float32"), axis=-1) + F.softmax(mirrored.astype("float32"), axis=-1)
+        return out
+
     @paddle.no_grad()
     def evaluate(self, model, data, cfg, batch_size: int) -> dict:
         hits, count = paddle.zeros([], "float32"), 0
         for x, y in data.test_batches(batch_size):
-            hits += metrics.correct(model(x), y)
+            hits += metrics.correct(self.scores(model, x, cfg), y)
             count += int(y.shape[0])
         return {"test_acc": float(hits) / count}
 
@@ -47,7 +60,7 @@ class ClassificationTask:
         rows, cols = grid.get_geometry()
         count = min(count, rows * cols)
         x, y = next(data.test_batches(count))
-        predicted = model(x).astype("float32").argmax(axis=1).numpy()
+        predicted = self.scores(model, x, cfg).astype("float32").argmax(axis=1).numpy()
         images, labels = x.numpy()[:, 0], y.numpy()
         for i in range(min(count, len(labels))):
             ax = fig.add_subplot(grid[i // cols, i % cols])
