@@ -509,27 +509,34 @@ class Trainer:
         return memory.eval_batch_size(self.cfg, memory.GPU_BUDGET, 4 if self.precision == "fp32" else 2)
 
     def evaluate(self, model, data, step: Optional[_Step] = None, ablate: bool = False) -> dict:
-        """Test metrics under the training precision, computed by rank 0 and shared with every rank.
+        """Test metrics under the training precision; rank 0's figures are shared with every rank.
+
+        Every rank evaluates, and rank 0's result is broadcast. Letting rank 0
+        evaluate alone would leave the others waiting inside the broadcast, and
+        a gloo collective gives up after a fixed time: a 28-px ResNet whose
+        flip-averaged evaluation took rank 0 longer than that ended a
+        two-process CPU run with ``gloo ... TIMEOUT``. The other ranks' cores
+        are idle during evaluation anyway, so the wall time is the same. (Their
+        batch-norm statistics differ from rank 0's, which is why their figures
+        are not averaged in.)
 
         With ``cfg.ema`` the averaged weights are scored. ``ablate`` (the last
         epoch) also scores the run without each test-time trick it uses, as
         ``<metric>_without_ema`` and ``<metric>_without_tta``: what each added,
         measured on the same trained network.
         """
-        metrics = None
-        if self.is_main:
-            cfg, task, batch = self.cfg, self.task, self.eval_batch_size()
-            inner = distributed.unwrap(model)
-            autocast = step.autocast() if step is not None else contextlib.nullcontext()
-            averaged = self.ema.applied(inner) if self.ema is not None else contextlib.nullcontext()
-            with runtime.evaluating(inner), autocast:
-                with averaged:
-                    metrics = task.evaluate(inner, data, cfg, batch)
-                    if ablate and cfg.tta != "none":
-                        plain = replace(cfg, tta="none")
-                        metrics[f"{task.metric}_without_tta"] = task.evaluate(inner, data, plain, batch)[task.metric]
-                if ablate and self.ema is not None:
-                    metrics[f"{task.metric}_without_ema"] = task.evaluate(inner, data, cfg, batch)[task.metric]
+        cfg, task, batch = self.cfg, self.task, self.eval_batch_size()
+        inner = distributed.unwrap(model)
+        autocast = step.autocast() if step is not None else contextlib.nullcontext()
+        averaged = self.ema.applied(inner) if self.ema is not None else contextlib.nullcontext()
+        with runtime.evaluating(inner), autocast:
+            with averaged:
+                metrics = task.evaluate(inner, data, cfg, batch)
+                if ablate and cfg.tta != "none":
+                    plain = replace(cfg, tta="none")
+                    metrics[f"{task.metric}_without_tta"] = task.evaluate(inner, data, plain, batch)[task.metric]
+            if ablate and self.ema is not None:
+                metrics[f"{task.metric}_without_ema"] = task.evaluate(inner, data, cfg, batch)[task.metric]
         return distributed.broadcast_object(metrics)
 
     # -- fit ------------------------------------------------------------------------
