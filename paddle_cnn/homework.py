@@ -360,7 +360,8 @@ def summary(root=None) -> Path:
               "d2l-zh test acc: the test accuracy printed at the end of the d2l-zh (2nd edition, PyTorch) "
               "section that trains the same model, linked; the course trains on a GPU with its own input "
               "size and epochs. A target, not measured here. `lenet` and `lenet_bn` have none quoted: their "
-              "figures were not looked up (no internet access where this was built)."]
+              "figures were not looked up (no internet access where this was built); the other rows marked – "
+              "are models d2l-zh does not train (exercise variants, the scene tasks, the best model)."]
     missing = [s for s in sections() if not (root / s / "results.json").exists()]
     if missing:
         lines += ["", "Not yet measured: " + ", ".join(missing) + "."]

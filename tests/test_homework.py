@@ -13,7 +13,7 @@ from conftest import REPO, SHARED_DATA, make_fake_dataset
 PNG = b"\x89PNG\r\n\x1a\n"
 # Sections whose cpu-profile run has not been recorded yet (issue 7). A section leaves
 # this set when its folder is committed; the test below fails if the two disagree.
-PENDING = {"best"}   # registered, its 60-minute run not recorded yet
+PENDING = set()
 
 
 def committed_sections():
