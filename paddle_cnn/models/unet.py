@@ -113,9 +113,9 @@ class UNet(nn.Layer):
               # amp off: 64 px scenes at batch 32 are small, launch-bound kernels on a GPU (not measured).
               course=dict(resize=64, epochs=30, batch_size=32, lr=1e-3, optimizer="adam", schedule="cosine", amp="off",
                           task_args=dict(num_train_scenes=20000, num_test_scenes=2000)),
-              # 2026-11-25, our shared 2-core CPU: a training step runs at 54-84 scenes/s with base
-              # width 8 (20-37 with 16), and 32k scene-steps reached mIoU 0.48; 16k scenes x 4 epochs
-              # is 13-20 min. Four times cheaper than base 16, which reached 0.52 in 16k steps (13 min).
+              # Base width 8, 16k scenes x 4 epochs (homework/unet: the measured curve, wall time and
+              # scenes/s with the accelerator). Before the accelerator, probes on a busy machine put base
+              # 16 at roughly 2-3x the cost of base 8 per step; not re-measured.
               cpu=dict(resize=64, epochs=4, batch_size=32, lr=3e-3, optimizer="adam", schedule="cosine",
                        model_args=dict(base_width=8), task_args=dict(num_train_scenes=16000, num_test_scenes=1000),
                        nproc=2),
