@@ -66,7 +66,8 @@ def parse_models(text: str) -> list:
 
 
 def build(name: str, resize: int):
-    from paddle_cnn.trainer import build_model, config_for
+    from paddle_cnn.config import config_for
+    from paddle_cnn.models.factory import build_model
 
     cfg = config_for(name, "cpu", resize=resize, device="cpu")
     return build_model(cfg)

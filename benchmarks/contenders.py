@@ -120,7 +120,7 @@ def _paddle_cnn_config(cfg: dict, train_subset: int):
     """
     import os
 
-    from paddle_cnn.trainer import config_for
+    from paddle_cnn.config import config_for
 
     return config_for(cfg["model"], "auto", resize=cfg["resize"], batch_size=cfg["batch_size"], epochs=1,
                       lr=cfg["lr"], optimizer="sgd", momentum=0.0, weight_decay=0.0, schedule="constant",
@@ -132,7 +132,7 @@ def _paddle_cnn_config(cfg: dict, train_subset: int):
 
 def paddle_cnn_model(cfg: dict):
     """The model paddle_cnn's contender trains: the registry's, through ``trainer.build_model``."""
-    from paddle_cnn.trainer import build_model
+    from paddle_cnn.models.factory import build_model
 
     return build_model(_paddle_cnn_config(cfg, cfg["steps"] * cfg["batch_size"]))
 
@@ -311,7 +311,7 @@ def work_info(cfg: dict) -> dict:
     runtime.get_device(cfg["device"])  # before the model exists, as in work_paddle_cnn
     from paddle_cnn.models import get_model
     from paddle_cnn.summary import count_flops
-    from paddle_cnn.trainer import config_for
+    from paddle_cnn.config import config_for
 
     model = get_model(cfg["model"], input_size=cfg["resize"])
     return {"params": trainable_parameters(model, "paddle"),

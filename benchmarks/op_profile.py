@@ -18,7 +18,8 @@ import paddle
 import paddle.profiler as profiler
 
 from paddle_cnn import accel, runtime
-from paddle_cnn.trainer import TrainConfig, build_model
+from paddle_cnn.config import TrainConfig
+from paddle_cnn.models.factory import build_model
 
 
 def profile(model_name: str, resize: int, batch: int, steps: int, mode: str) -> None:

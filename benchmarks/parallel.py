@@ -79,7 +79,8 @@ def _comm_worker(steps: int, out: str) -> None:
     import paddle.distributed as dist
 
     from paddle_cnn import runtime
-    from paddle_cnn.trainer import TrainConfig, build_model
+    from paddle_cnn.config import TrainConfig
+    from paddle_cnn.models.factory import build_model
 
     runtime.set_cpu_threads(1)
     dist.init_parallel_env()

@@ -23,7 +23,8 @@ import time
 import paddle_cnn  # noqa: F401  (tunes MKL before Paddle loads)
 from paddle_cnn import runtime
 from paddle_cnn.models import list_models
-from paddle_cnn.trainer import build_model, config_for
+from paddle_cnn.config import config_for
+from paddle_cnn.models.factory import build_model
 
 import paddle
 

@@ -11,18 +11,43 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+PART_SUFFIX = ".part"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def _temporary(path):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=PART_SUFFIX)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result gets the user's usual mode (0644)
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_leftovers(folder) -> list:
+    """Delete the ``.NAME.*.part`` files a killed write left in ``folder``; returns their names."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    gone = []
+    for part in folder.glob(f".*{PART_SUFFIX}"):
+        try:
+            part.unlink()
+            gone.append(part.name)
+        except OSError:
+            pass
+    return gone
 
 
 def write_bytes(path, blob: bytes) -> None:

@@ -39,7 +39,7 @@ def _on_sigterm(signum, frame):
 
 
 def _config_fields():
-    from .trainer import TrainConfig
+    from .config import TrainConfig
 
     return [f for f in fields(TrainConfig) if f.metadata.get("cli", True)]
 
@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="auto", help="course | cpu | smoke | auto (course on a GPU, else cpu)")
     p.add_argument("--out", help="output folder (default runs/MODEL-PROFILE)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out (without it, a "
+                   "folder that holds a run is refused)")
     p.add_argument("--data-dir", help="folder with the four Fashion-MNIST IDX files")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a model or task argument, e.g. --set base_width=16 (repeatable)")
@@ -148,9 +150,28 @@ def _overrides(args) -> dict:
     return {f.name: getattr(args, f.name) for f in _config_fields() if hasattr(args, f.name)}
 
 
-def _prepare_out(out: Path) -> None:
+RUN_FILES = ("checkpoint.pdckpt", "results.json")
+
+
+def _prepare_out(out: Path, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse an --out that is a file, cannot be written, or holds a run that neither --resume nor
+    --overwrite names; nothing in the folder is touched when refused."""
+    import os
+    import tempfile
+
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; name a folder (it is created if missing)")
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and not (resume or overwrite):
+        raise ValueError(f"--out {out} already holds a run ({', '.join(held)}); continue it with --resume or "
+                         "replace it with --overwrite (or choose another --out)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test.", suffix=".part")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ValueError(f"--out {out} cannot be written ({e.strerror or e}); choose a folder you can write to")
 
 
 def cmd_list(args) -> int:
@@ -166,11 +187,16 @@ def cmd_list(args) -> int:
 
 def cmd_train(args) -> int:
     from . import distributed
-    from .trainer import config_for, run
+    from .config import config_for
+    from .trainer import run
 
     cfg = config_for(args.model, args.profile, **_overrides(args), **parse_sets(args.set, args.model))
     out = Path(args.out or f"runs/{cfg.model}-{cfg.profile}")
-    _prepare_out(out)
+    if distributed.env_rank() == 0:
+        from .trainer import check_fits_memory
+
+        check_fits_memory(cfg)
+        _prepare_out(out, args.resume, args.overwrite)
     code = _spawn_workers(args, cfg)
     if code is not None:
         return code
@@ -198,7 +224,7 @@ def cmd_train(args) -> int:
 
 def cmd_homework(args) -> int:
     from . import distributed, homework
-    from .trainer import config_for
+    from .config import config_for
 
     if args.action == "summary":
         print(f"wrote {homework.summary(args.root)}")
@@ -304,7 +330,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     from . import distributed
     from .data import DataError
-    from .trainer import TrainingError
+    from .config import TrainingError
 
     try:
         return COMMANDS[args.command](args)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from paddle_cnn import distributed
+from paddle_cnn import checkpoint, distributed
 from paddle_cnn.trainer import TrainConfig, run
 
 from conftest import REPO, make_fake_dataset
@@ -127,7 +127,7 @@ def test_killed_worker_stops_the_run_and_keeps_the_checkpoint(tmp_path):
     assert proc.returncode != 0
     assert "worker process failed" in stderr and "SIGKILL" in stderr and "--resume" in stderr, stderr
     assert not _workers(proc.pid)
-    state = paddle.load(str(out / "checkpoint.pdckpt"))
+    state = checkpoint.load(out / "checkpoint.pdckpt")
     assert len(state["history"]) >= 1 and "test_acc" in state["history"][0]
 
 

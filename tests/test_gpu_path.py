@@ -5,7 +5,7 @@ import math
 import paddle
 import pytest
 
-from paddle_cnn import data, runtime, trainer
+from paddle_cnn import checkpoint, data, runtime, trainer
 from paddle_cnn.models import get_spec
 from paddle_cnn.trainer import TrainConfig, Trainer, TrainingError, build_model, choose_precision, config_for
 
@@ -106,10 +106,10 @@ def test_fp16_overflow_suggests_fp32(tmp_path):
     t = Trainer(TrainConfig(model="lenet_relu", device="cpu", accel="off"), log=None)
     t.precision = "fp16"
     with pytest.raises(TrainingError, match="--amp off"):
-        t._check_finite(paddle.to_tensor(float("inf")), 10, 0, 4, 50, [], None)
+        t.check_finite(paddle.to_tensor(float("inf")), 10, 0, 4, 50, 0)
     t.precision = "fp32"
     with pytest.raises(TrainingError) as e:
-        t._check_finite(paddle.to_tensor(float("nan")), 10, 0, 4, 1, [], None)
+        t.check_finite(paddle.to_tensor(float("nan")), 10, 0, 4, 1, 0)
     assert "--amp off" not in str(e.value) and "lower the learning rate" in str(e.value)
 
 
@@ -142,9 +142,9 @@ def test_resume_on_another_device_is_refused(tmp_path):
     d = data.FashionMNIST(28, tmp_path / "d")
     t = Trainer(cfg, tmp_path / "run", progress=False, log=None)
     t.fit(build_model(cfg), d)
-    state = paddle.load(str(tmp_path / "run" / trainer.CHECKPOINT))
+    state = checkpoint.load(tmp_path / "run" / trainer.CHECKPOINT)
     state["device"] = "gpu"
-    paddle.save(state, str(tmp_path / "run" / trainer.CHECKPOINT))
+    checkpoint.save(tmp_path / "run" / trainer.CHECKPOINT, state)
     with pytest.raises(TrainingError, match="trained on gpu"):
         Trainer(TrainConfig(**{**cfg.__dict__, "epochs": 2}), tmp_path / "run", log=None).fit(build_model(cfg), d,
                                                                                                resume=True)

@@ -29,7 +29,10 @@ class SceneTask:
         unknown = set(given) - set(defaults)
         if unknown:
             raise ValueError(f"unknown task_args {sorted(unknown)} for {self.name}; known: {sorted(defaults)}")
-        return {**defaults, **given}
+        from ..config import check_value
+
+        checked = {k: check_value("task_args", k, v, defaults[k]) for k, v in given.items()}
+        return {**defaults, **checked}
 
     def scene_config(self, cfg) -> SceneConfig:
         a = self.args(cfg)
