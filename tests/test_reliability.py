@@ -3,7 +3,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -32,9 +31,12 @@ def test_sigterm_then_resume_matches_uninterrupted_run(tmp_path):
     out = tmp_path / "cut"
     proc = subprocess.Popen([sys.executable, "-m", "paddle_cnn", *common, "--out", str(out)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (out / "checkpoint.pdckpt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
+    # The epoch line is printed after its checkpoint is written: wait for that event, not for a time.
+    for line in proc.stdout:
+        if line.startswith("epoch 1/4"):
+            break
+    else:
+        pytest.fail(f"the run ended before its first epoch: {proc.stderr.read()}")
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, (stdout, stderr)       # it was stopped mid-run, and promptly
@@ -62,11 +64,6 @@ def test_same_seed_same_history(tmp_path, model):
     _histories_equal(*runs)
     for a, b in zip(*runs):
         assert all(a[k] == b[k] for k in METRICS)          # bit-identical on the same CPU
-
-
-def _broken_copy(src, dst, name, content):
-    make_fake_dataset(dst)
-    (dst / name).write_bytes(content)
 
 
 @pytest.mark.parametrize("case, message", [

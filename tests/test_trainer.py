@@ -214,3 +214,21 @@ def test_visualdl_scalars_or_one_notice(tmp_path, monkeypatch):
     logged = []
     Trainer(cfg, progress=False, log=logged.append).fit(build_model(cfg), data)
     assert sum("visualdl is not installed" in line for line in logged) == 1
+
+
+def test_evaluate_scores_the_model_it_is_given_after_an_ema_fit(tmp_path):
+    """Regression: a Trainer that ran an EMA fit once swapped that run's averaged weights into any model it
+    evaluated later. Now a used Trainer and a fresh one score an untrained model alike."""
+    make_fake_dataset(tmp_path / "d", n_train=100, n_test=40)
+    data = FashionMNIST(28, tmp_path / "d")
+    cfg = TrainConfig(model="lenet_relu", epochs=2, batch_size=20, lr=0.05, device="cpu", accel="off", ema=0.9)
+    used = Trainer(cfg, progress=False, log=None)
+    trained = used.fit(build_model(cfg), data)
+    untrained = build_model(TrainConfig(**{**cfg.__dict__, "seed": 5}))
+    fresh = Trainer(cfg, progress=False, log=None).evaluate(untrained, data)
+    again = used.evaluate(untrained, data)
+    assert again == fresh
+    # and the untrained weights were not touched by the evaluation
+    before = {k: v.numpy().copy() for k, v in untrained.state_dict().items()}
+    used.evaluate(untrained, data)
+    assert all((v.numpy() == before[k]).all() for k, v in untrained.state_dict().items())
