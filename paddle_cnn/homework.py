@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import atomic, runtime
+from .tasks import all_tasks
 
 ROOT = Path(__file__).resolve().parents[1] / "homework"
 BEGIN = "<!-- BEGIN GENERATED: written by `paddle-cnn homework run`; edits here are overwritten -->"
@@ -31,8 +32,7 @@ ANALYSIS_TEMPLATE = (f"{ANALYSIS_HEADING}\n\n"
                      "（在这里用自己的话分析上表：精度与教材参考值相比如何，速度与相邻章节相比如何，"
                      "是什么限制了结果。重新运行 `paddle-cnn homework run` 不会改动这一部分。）\n")
 SCHEMA_VERSION = 1
-FINAL_KEYS = {"classification": ("test_acc",), "segmentation": ("pixel_acc", "miou"),
-              "detection": ("ap50", "class_acc")}
+FINAL_KEYS = {name: task.final_keys for name, task in all_tasks().items()}
 # Test accuracy that d2l-zh (2nd edition, PyTorch tab; trained on a GPU with its own input size and
 # epochs) prints at the end of the section that trains the same model: the targets of the homework.
 # Quoted from the course, not measured here; the summary links each page. lenet and lenet_bn are
@@ -373,9 +373,7 @@ def summary(root=None) -> Path:
     return root / "README.md"
 
 
-SUMMARY_PANELS = (("classification", "test_acc", "test accuracy", "training examples/sec (log)"),
-                  ("segmentation", "miou", "test mIoU", "training scenes/sec (log)"),
-                  ("detection", "ap50", "test AP50", "training scenes/sec (log)"))
+SUMMARY_PANELS = tuple((name, task.metric, *task.summary_labels) for name, task in all_tasks().items())
 
 
 def _summary_figure(runs: list, devices: list, data_names: list):

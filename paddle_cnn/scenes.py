@@ -234,14 +234,16 @@ def generate_scenes(images: np.ndarray, labels: np.ndarray, split: str, indices:
 class FashionScenes:
     """Scenes resident on the device, served like :class:`paddle_cnn.data.FashionMNIST`.
 
-    ``x`` is the normalised float32 canvas [B, 1, S, S]. The target depends on
-    ``target_fn``: None gives the int64 semantic mask [B, S, S] (segmentation);
-    a function mapping a :class:`SceneSet` to float32 maps [n, C, h, w] (e.g.
+    ``x`` is the normalised float32 canvas [B, 1, S, S]. The target is what
+    the task asks for: ``target_fn=None`` gives the semantic mask [B, S, S];
+    a function mapping a :class:`SceneSet` to maps [n, C, h, w] (e.g.
     :func:`paddle_cnn.tasks.detection.encode_targets`) gives those maps,
-    computed once per scene at construction.
+    computed once per scene at construction. ``target_dtype`` is the dtype the
+    batches carry (int64 class ids for a cross-entropy mask, float32 maps).
 
     ``flip_channels`` names target channels that swap under a horizontal flip
-    (DenseBox's left/right distances) when ``augment='flip'``.
+    (DenseBox's left/right distances) when ``augment='flip'``; a flip mirrors
+    the last axis of the target whatever its rank.
 
     Needs the Fashion-MNIST files, so the test suite skips it:
 
@@ -255,7 +257,7 @@ class FashionScenes:
 
     def __init__(self, config: SceneConfig = SceneConfig(), num_train: int = 10000, num_test: int = 2000,
                  seed: int = 0, data_dir=None, arrays: Optional[FashionMNISTArrays] = None,
-                 target_fn: Optional[Callable[[SceneSet], np.ndarray]] = None,
+                 target_fn: Optional[Callable[[SceneSet], np.ndarray]] = None, target_dtype: str = "int64",
                  flip_channels: Tuple[int, int] | None = None, augment: str = "none",
                  download_if_missing: bool = True):
         import paddle
@@ -266,7 +268,7 @@ class FashionScenes:
             raise ValueError(f"scene counts must be positive, got {num_train} train and {num_test} test")
         arrays = arrays or load_fashion_mnist(data_dir, download_if_missing)
         self.config, self.seed, self.augment, self.flip_channels = config, seed, augment, flip_channels
-        self.task = "segmentation" if target_fn is None else "detection"
+        self.target_dtype = target_dtype
         train = generate_scenes(arrays.train_images, arrays.train_labels, "train", range(num_train), seed, config)
         # Test scenes do not depend on the training seed: every run is scored on the same scenes.
         self.test_scenes = generate_scenes(arrays.test_images, arrays.test_labels, "test", range(num_test), 0, config)
@@ -301,7 +303,7 @@ class FashionScenes:
         return (x_uint8.astype("float32") * (1.0 / 255.0) - MEAN) * (1.0 / STD)
 
     def _target(self, t):
-        return t.astype("int64") if self.task == "segmentation" else t
+        return t if str(t.dtype).endswith(self.target_dtype) else t.astype(self.target_dtype)
 
     def train_batches(self, batch_size: int, epoch: int, drop_last: bool = True, rank: int = 0,
                       world: int = 1) -> Iterator:
@@ -322,9 +324,9 @@ class FashionScenes:
         import paddle
 
         x = paddle.where(sel.reshape([-1, 1, 1, 1]), paddle.flip(x, axis=[3]), x)
-        if self.task == "segmentation":
+        if len(t.shape) == 3:                                        # a mask [B, S, S]
             return x, paddle.where(sel.reshape([-1, 1, 1]), paddle.flip(t, axis=[2]), t)
-        flipped = paddle.flip(t, axis=[3])
+        flipped = paddle.flip(t, axis=[3])                           # maps [B, C, h, w]
         if self.flip_channels is not None:
             if getattr(self, "_flip_perm", None) is None:  # built once: no host copy per step
                 a, b = self.flip_channels

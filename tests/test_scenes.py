@@ -119,7 +119,7 @@ def test_flip_augmentation_flips_image_and_target_together():
         np.testing.assert_array_equal(raw > 32.5 / 255, mask.numpy() > 0)
     # Detection maps: mirrored left-right and the two horizontal distances swapped.
     maps = paddle.arange(2 * 3 * 2 * 2, dtype="float32").reshape([2, 3, 2, 2])
-    data.task, data.flip_channels = "detection", (0, 2)
+    data.flip_channels = (0, 2)                                   # as DetectionTask builds its scenes
     _, flipped = data._flip(paddle.zeros([2, 1, 2, 2]), maps, paddle.to_tensor([True, False]))
     expect = maps.numpy().copy()
     expect[0] = expect[0][[2, 1, 0]][:, :, ::-1]

@@ -223,7 +223,7 @@ def test_evaluate_scores_the_model_it_is_given_after_an_ema_fit(tmp_path):
     data = FashionMNIST(28, tmp_path / "d")
     cfg = TrainConfig(model="lenet_relu", epochs=2, batch_size=20, lr=0.05, device="cpu", accel="off", ema=0.9)
     used = Trainer(cfg, progress=False, log=None)
-    trained = used.fit(build_model(cfg), data)
+    used.fit(build_model(cfg), data)
     untrained = build_model(TrainConfig(**{**cfg.__dict__, "seed": 5}))
     fresh = Trainer(cfg, progress=False, log=None).evaluate(untrained, data)
     again = used.evaluate(untrained, data)

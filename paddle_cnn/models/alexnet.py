@@ -9,7 +9,7 @@ from __future__ import annotations
 from paddle import nn
 
 from ..blocks import Classifier, mlp_head, out_size
-from .registry import register
+from .registry import ADAMW_ONECYCLE, register
 
 # (out_channels, kernel, stride, padding, then 3x3/2 max-pool?) of each convolution, ReLU after each.
 CONV_ARCH = (
@@ -57,8 +57,7 @@ class AlexNet(Classifier):
               # homework/alexnet. AdamW because plain SGD sits on the no-BN loss plateau for much of
               # such a short run. Both cores in one process (the default): 535 vs 310 ex/s on one thread
               # and 336 in two processes at 65 px (`python -m benchmarks.parallel`, oneDNN accelerator).
-              cpu=dict(resize=112, epochs=2, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
-                       schedule="onecycle", init="xavier"),
+              cpu=dict(resize=112, epochs=2, batch_size=128, **ADAMW_ONECYCLE),
           ))
 def alexnet(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> AlexNet:
     """AlexNet as in the course (d2l's single-channel version).

@@ -128,6 +128,8 @@ _TITLE = ("Batch normalization", "批量规范化")
 # d2l trains both versions with lr 1.0, batch 256, 10 epochs: BN lets sigmoid take a step that large.
 # amp off: 28 px steps are launch-bound on a GPU, and the scratch BatchNorm's statistics want fp32.
 _COURSE = dict(resize=28, epochs=10, batch_size=256, lr=1.0, optimizer="sgd", init="xavier", amp="off")
+# 20 epochs with a cosine decay from lr 1.0 for both implementations, so their curves compare epoch by epoch.
+_CPU = dict(resize=28, epochs=20, batch_size=256, lr=1.0, optimizer="sgd", schedule="cosine", init="xavier", nproc=2)
 
 
 @register(section="batchnorm", title=_TITLE, min_size=MIN_SIZE, profiles=dict(
@@ -136,8 +138,7 @@ _COURSE = dict(resize=28, epochs=10, batch_size=256, lr=1.0, optimizer="sgd", in
     # curves compare epoch by epoch. The decay removes the epoch-to-epoch noise in test accuracy that
     # lr 1.0 leaves in d2l's run. Our BatchNorm is several small ops, slower than Paddle's fused kernel.
     # Two processes of one thread each: 3,891 vs 2,189 ex/s in one process (`python -m benchmarks.parallel`).
-    cpu=dict(resize=28, epochs=20, batch_size=256, lr=1.0, optimizer="sgd", schedule="cosine", init="xavier",
-             nproc=2),
+    cpu=_CPU,
 ))
 def lenet_bn_scratch(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> BNLeNet:
     """BN-LeNet with the from-scratch :class:`BatchNorm` (the section's first half).
@@ -152,8 +153,7 @@ def lenet_bn_scratch(num_classes: int = 10, in_channels: int = 1, input_size: in
     course=_COURSE,
     # lenet_bn_scratch's schedule (20 epochs, cosine decay from lr 1.0), Paddle's fused BatchNorm.
     # Two processes of one thread each: 23,553 vs 20,288 ex/s in one process (rounds overlap) (`python -m benchmarks.parallel`).
-    cpu=dict(resize=28, epochs=20, batch_size=256, lr=1.0, optimizer="sgd", schedule="cosine", init="xavier",
-             nproc=2),
+    cpu=_CPU,
 ))
 def lenet_bn(num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> BNLeNet:
     """BN-LeNet with Paddle's ``nn.BatchNorm2D`` / ``nn.BatchNorm1D`` (the concise implementation).

@@ -10,7 +10,7 @@ from __future__ import annotations
 from paddle import nn
 
 from ..blocks import Classifier, DenseBlock, resnet_stem, transition
-from .registry import register
+from .registry import SGD_ONECYCLE, register
 
 STEM_CHANNELS = 64
 GROWTH_RATE = 32
@@ -59,8 +59,7 @@ class DenseNet(Classifier):
               # 32 px, just above the minimum 29: the last dense block works on a 1x1 map (64 px would
               # give 2x2 at 4x the cost). Five epochs of all 60k images; batch norm lets momentum SGD
               # with a one-cycle schedule run fast.
-              cpu=dict(resize=32, epochs=5, batch_size=128, lr=0.1, optimizer="sgd", momentum=0.9,
-                       weight_decay=5e-4, schedule="onecycle", init="xavier", nproc=2),
+              cpu=dict(resize=32, epochs=5, batch_size=128, nproc=2, **SGD_ONECYCLE),
               # nproc=2: two one-thread processes 2,204 vs 1,709 ex/s in one process (`python -m benchmarks.parallel`).
           ))
 def densenet(num_classes: int = 10, in_channels: int = 1, input_size: int = 96,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from paddle import nn
 
 from ..blocks import Classifier, Inception
-from .registry import register
+from .registry import ADAMW_ONECYCLE, register
 
 # b1, b2: plain convolutions (out_channels, kernel, stride, padding), ReLU after each.
 STEM_ARCH = (
@@ -75,8 +75,7 @@ class GoogLeNet(Classifier):
               # 32 px: b4's inception blocks see 2x2, b5's 1x1 (96 px, d2l's side, gives 3x3 at 9x the
               # cost). Four epochs of all 60k images; AdamW because 22 layers without BN start slowly
               # under SGD.
-              cpu=dict(resize=32, epochs=4, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
-                       schedule="onecycle", init="xavier", nproc=2),
+              cpu=dict(resize=32, epochs=4, batch_size=128, nproc=2, **ADAMW_ONECYCLE),
               # nproc=2: two one-thread processes 890 vs 739 ex/s in one process (`python -m benchmarks.parallel`).
           ))
 def googlenet(num_classes: int = 10, in_channels: int = 1, input_size: int = 96) -> GoogLeNet:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from paddle import nn
 
 from ..blocks import Classifier, nin_block
-from .registry import register
+from .registry import ADAMW_ONECYCLE, register
 
 # (out_channels, kernel, stride, padding) of the NiN blocks, each followed by a 3x3/2 max-pool.
 NIN_ARCH = ((96, 11, 4, 0), (256, 5, 1, 2), (384, 3, 1, 1))
@@ -46,17 +46,18 @@ class NiN(Classifier):
 
 
 _TITLE = ("Network in network (NiN)", "网络中的网络（NiN）")
+# d2l: resize 224, lr 0.1, batch 128, 10 epochs.
+_COURSE = dict(resize=224, epochs=10, batch_size=128, lr=0.1, optimizer="sgd", init="xavier")
+# 67 px, the smallest side NiN takes: the last NiN block works on a 1x1 map (112 px would give 2x2 at 3x
+# the cost). Four epochs of all 60k images, the same for nin and nin_one_1x1, so the pair differs only in
+# the second 1x1 convolution. AdamW to get off NiN's long initial plateau.
+_CPU = dict(resize=MIN_SIZE, epochs=4, batch_size=128, nproc=2, **ADAMW_ONECYCLE)
 
 
 @register(section="nin", title=_TITLE, min_size=MIN_SIZE, profiles=dict(
-    # d2l: resize 224, lr 0.1, batch 128, 10 epochs.
-    course=dict(resize=224, epochs=10, batch_size=128, lr=0.1, optimizer="sgd", init="xavier"),
-    # 67 px, the smallest side NiN takes: the last NiN block works on a 1x1 map (112 px would give
-    # 2x2 at 3x the cost). Four epochs of all 60k images, the same as nin_one_1x1, so the pair
-    # differs only in the second 1x1 convolution. AdamW to get off NiN's long initial plateau.
+    course=_COURSE,
     # nproc=2: two one-thread processes 1,017 vs 931 ex/s in one process (`python -m benchmarks.parallel`).
-    cpu=dict(resize=MIN_SIZE, epochs=4, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05, nproc=2,
-             schedule="onecycle", init="xavier"),
+    cpu=_CPU,
 ))
 def nin(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> NiN:
     """NiN as in the course: two 1x1 convolutions per block.
@@ -68,11 +69,9 @@ def nin(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> N
 
 
 @register(section="nin", title=_TITLE, min_size=MIN_SIZE, profiles=dict(
-    course=dict(resize=224, epochs=10, batch_size=128, lr=0.1, optimizer="sgd", init="xavier"),
-    # nin's cpu profile exactly (67 px, 4 epochs of 60k, nproc=2), so the two runs differ only in the block.
+    course=_COURSE,
     # Two processes 1,168 ex/s vs 1,133 in one (noise: rounds overlap) (`python -m benchmarks.parallel`).
-    cpu=dict(resize=MIN_SIZE, epochs=4, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05, nproc=2,
-             schedule="onecycle", init="xavier"),
+    cpu=_CPU,
 ))
 def nin_one_1x1(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> NiN:
     """The course exercise: NiN with one 1x1 convolution per block instead of two.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from paddle import nn
 
 from ..blocks import Classifier, Residual, resnet_stem
-from .registry import register
+from .registry import SGD_ONECYCLE, register
 
 STEM_CHANNELS = 64
 # (out_channels, num_residuals) per stage; 2 convs per residual: 1 + 4 * 2 * 2 + 1 = 18 layers.
@@ -61,8 +61,7 @@ class ResNet(Classifier):
               # Native 28 px: no resize blur; the last stage works on a 1x1 map (48 px would give 2x2
               # at 3x the cost). Four epochs of all 60k images; batch norm lets momentum SGD with a
               # one-cycle schedule run fast.
-              cpu=dict(resize=28, epochs=4, batch_size=128, lr=0.1, optimizer="sgd", momentum=0.9,
-                       weight_decay=5e-4, schedule="onecycle", init="xavier"),
+              cpu=dict(resize=28, epochs=4, batch_size=128, **SGD_ONECYCLE),
               # Both cores in one process (the default): 1,082 vs 720 ex/s on one thread and 757 in two
               # processes (`python -m benchmarks.parallel`; before the accelerator one thread was faster).
           ))

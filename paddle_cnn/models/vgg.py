@@ -9,7 +9,7 @@ from __future__ import annotations
 from paddle import nn
 
 from ..blocks import Classifier, mlp_head, vgg_block
-from .registry import register
+from .registry import ADAMW_ONECYCLE, register
 
 # (num_convs, out_channels) per block: VGG-11 has 8 convolutions and 3 fully connected layers.
 VGG11_ARCH = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
@@ -41,16 +41,17 @@ class VGG(Classifier):
 
 
 _TITLE = ("Networks using blocks (VGG)", "使用块的网络（VGG）")
+# d2l's setting for both widths: resize 224, lr 0.05, batch 128, 10 epochs, plain SGD.
+_COURSE = dict(resize=224, epochs=10, batch_size=128, lr=0.05, optimizer="sgd", init="xavier")
 
 
 @register(section="vgg", title=_TITLE, min_size=MIN_SIZE, profiles=dict(
     # The full-width network at d2l's setting; d2l itself only trains the small one.
-    course=dict(resize=224, epochs=10, batch_size=128, lr=0.05, optimizer="sgd", init="xavier"),
+    course=_COURSE,
     # 16x the small network's convolution work: 258 vs 774 ex/s at 32 px in one process of two threads
     # (`python -m benchmarks.parallel`), so it gets one pass over the 60k images where vgg11_small
     # gets seven; 32 px leaves the fifth pool a 1x1 map, as for vgg11_small.
-    cpu=dict(resize=32, epochs=1, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
-             schedule="onecycle", init="xavier"),
+    cpu=dict(resize=32, epochs=1, batch_size=128, **ADAMW_ONECYCLE),
 ))
 def vgg11(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) -> VGG:
     """VGG-11 with the original channel widths.
@@ -63,12 +64,11 @@ def vgg11(num_classes: int = 10, in_channels: int = 1, input_size: int = 224) ->
 
 @register(section="vgg", title=_TITLE, min_size=MIN_SIZE, profiles=dict(
     # d2l: small_conv_arch (channels / 4), resize 224, lr 0.05, batch 128, 10 epochs.
-    course=dict(resize=224, epochs=10, batch_size=128, lr=0.05, optimizer="sgd", init="xavier"),
+    course=_COURSE,
     # 32 px (five pools leave a 1x1 map; 64 px would give 2x2 at 4x the cost) and 7 epochs: 4 epochs
     # reached 0.916 before the accelerator, short of d2l's 0.920. AdamW because SGD stays at loss 2.30
     # for the first 80 steps (a 1-minute probe, 2026-11-25), as d2l's VGG does.
-    cpu=dict(resize=32, epochs=7, batch_size=128, lr=1e-3, optimizer="adamw", weight_decay=0.05,
-             schedule="onecycle", init="xavier"),
+    cpu=dict(resize=32, epochs=7, batch_size=128, **ADAMW_ONECYCLE),
     # Both cores in one process (the default): 775 vs 519 ex/s on one thread and 479 in two processes
     # (`python -m benchmarks.parallel`; before the accelerator one thread was faster).
 ))

@@ -12,7 +12,8 @@ train metric, the evaluation and the picture of its predictions:
   what the train metric counts in this batch and the count it is divided by,
   so the trainer accumulates it without a host sync per step;
 * ``evaluate(model, data, cfg, batch_size)`` -> dict of floats, the model
-  already in eval mode; ``metric`` names the headline key;
+  already in eval mode; ``metric`` names the headline key, ``final_keys`` the
+  figures a homework table shows, ``summary_labels`` the summary panel's axes;
 * ``draw_predictions(fig, grid, model, data, cfg, count)`` fills a GridSpec
   with test predictions, drawn with the primitives of :mod:`paddle_cnn.plots`
   and :mod:`paddle_cnn.scene_plots`.
@@ -37,6 +38,11 @@ def get_task(name: str):
         raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASK_CLASSES)}")
     module, cls = TASK_CLASSES[name]
     return getattr(importlib.import_module(f"{__name__}.{module}"), cls)()
+
+
+def all_tasks() -> dict:
+    """Task name -> task object, for every task."""
+    return {name: get_task(name) for name in TASK_CLASSES}
 
 
 def task_of(model: str):

@@ -8,12 +8,14 @@ are the numbers of scenes and take precedence over ``num_train_scenes`` /
 """
 from __future__ import annotations
 
+from dataclasses import fields
+
 from ..scenes import FashionScenes, SceneConfig
 
-SCENE_ARGS = dict(
-    max_items=4, min_items=1, scale=(0.75, 1.5), max_overlap=0.3, threshold=32, min_visible=20, tries=6,
-    num_train_scenes=10000, num_test_scenes=1000,
-)
+#: ``task_args`` of a scene task: every SceneConfig field but the canvas (that is ``cfg.resize``), and the
+#: numbers of scenes.
+SCENE_ARGS = dict({f.name: f.default for f in fields(SceneConfig) if f.name != "canvas"},
+                  num_train_scenes=10000, num_test_scenes=1000)
 
 
 class SceneTask:
@@ -36,9 +38,8 @@ class SceneTask:
 
     def scene_config(self, cfg) -> SceneConfig:
         a = self.args(cfg)
-        return SceneConfig(canvas=cfg.resize, max_items=a["max_items"], min_items=a["min_items"],
-                           scale=tuple(a["scale"]), max_overlap=a["max_overlap"], threshold=a["threshold"],
-                           min_visible=a["min_visible"], tries=a["tries"])
+        scene = {f.name: a[f.name] for f in fields(SceneConfig) if f.name != "canvas"}
+        return SceneConfig(canvas=cfg.resize, **{**scene, "scale": tuple(scene["scale"])})
 
     def build_data(self, cfg, data_dir=None, arrays=None) -> FashionScenes:
         a = self.args(cfg)

@@ -11,6 +11,8 @@ class ClassificationTask:
     name = "classification"
     metric = "test_acc"
     metric_label = "test acc"
+    final_keys = ("test_acc",)                      # the headline figures a homework table shows
+    summary_labels = ("test accuracy", "training examples/sec (log)")   # the summary panel's axes
     train_metric_label = "train acc"
     # Homework learning curves: one measure per panel, (history key, label) pairs drawn on it.
     curve_panels = (("loss", (("train_loss", "train"),)),

@@ -51,6 +51,8 @@ class DetectionTask(SceneTask):
     name = "detection"
     metric = "ap50"
     metric_label = "test AP50"
+    final_keys = ("ap50", "class_acc")
+    summary_labels = ("test AP50", "training scenes/sec (log)")
     train_metric_label = "train positive-cell recall"
     # No train counterpart of AP50 exists (it needs decoding and NMS), so the train recall gets its own panel.
     curve_panels = (("loss", (("train_loss", "train"),)),
@@ -62,7 +64,7 @@ class DetectionTask(SceneTask):
                          score_threshold=0.05, nms_iou=0.5, max_detections=20)
 
     def _data_kwargs(self) -> dict:
-        return dict(target_fn=encode_targets, flip_channels=FLIP_CHANNELS)
+        return dict(target_fn=encode_targets, target_dtype="float32", flip_channels=FLIP_CHANNELS)
 
     def loss(self, out, target, cfg):
         a = self.args(cfg)

@@ -21,6 +21,8 @@ class SegmentationTask(SceneTask):
     name = "segmentation"
     metric = "miou"
     metric_label = "test mIoU"
+    final_keys = ("pixel_acc", "miou")
+    summary_labels = ("test mIoU", "training scenes/sec (log)")
     train_metric_label = "train pixel acc"
     curve_panels = (("loss", (("train_loss", "train"),)),
                     ("pixel accuracy", (("train_metric", "train"), ("pixel_acc", "test"))),
