@@ -82,7 +82,8 @@ def test_tiny_benchmark_run_writes_json_and_table(tmp_path, data_dir):
     for name in ("d2l_paddle", "paddle_cnn"):
         entry = report["contenders"][name]
         assert entry["errors"] == []
-        assert isinstance(entry["dataloader_crashes_retried"], list)  # d2l's DataLoader crashes, re-run and listed
+        # d2l's DataLoader crashes are re-run and listed; with 0 workers there is no worker process to crash.
+        assert entry["dataloader_crashes_retried"] == []
         assert entry["end_to_end"] > 0 and entry["d2l_timed"] > 0
         assert len(entry["rounds_end_to_end"]) == 1
         assert entry["params"] == report["params"]

@@ -333,8 +333,20 @@ def test_num_classes_zero_gives_the_feature_map(name):
     full = get_model(name, input_size=size)
     bare = get_model(name, num_classes=0, input_size=size)
     assert bare.head is None
-    features = bare(paddle.randn([2, 1, size, size]))
+    # With the classifier's weights copied in, the backbone returns one of the classifier's own
+    # intermediate maps (NiN's last block is its head, so that map is not the classifier's last one).
+    full.eval(), bare.eval()
+    bare.set_state_dict({k: v for k, v in full.state_dict().items() if k in bare.state_dict()})
+    x = paddle.randn([2, 1, size, size])
+    features = bare(x)
     assert len(features.shape) == 4 and features.shape[0] == 2
+    seen = []
+    hooks = [m.register_forward_post_hook(lambda m, i, o: seen.append(o)) for m in full.sublayers()]
+    full(x)
+    for h in hooks:
+        h.remove()
+    assert any(isinstance(o, paddle.Tensor) and o.shape == features.shape
+               and np.allclose(o.numpy(), features.numpy(), rtol=1e-5, atol=1e-6) for o in seen)
     count = lambda m: sum(int(np.prod(p.shape)) for p in m.parameters())  # noqa: E731
     assert count(bare) < count(full)                      # the classifier's own layers are gone
     with pytest.raises(ValueError, match="num_classes must be >= 0"):
