@@ -232,3 +232,66 @@ def test_evaluate_scores_the_model_it_is_given_after_an_ema_fit(tmp_path):
     before = {k: v.numpy().copy() for k, v in untrained.state_dict().items()}
     used.evaluate(untrained, data)
     assert all((v.numpy() == before[k]).all() for k, v in untrained.state_dict().items())
+
+
+def _one_step(cfg, x, y):
+    """Parameters before and after one optimizer step of ``cfg`` on a tiny linear model (plain numbers)."""
+    from paddle_cnn.metrics import cross_entropy
+
+    paddle.seed(0)
+    net = paddle.nn.Linear(4, 3)
+    w0 = net.weight.numpy().copy()
+    opt = trainer.make_optimizer(cfg, net)
+    loss = cross_entropy(net(paddle.to_tensor(x)), paddle.to_tensor(y), 0.0)
+    loss.backward()
+    grad = net.weight.grad.numpy().copy()
+    opt.step()
+    return w0, grad, net.weight.numpy()
+
+
+def test_gradient_clipping_caps_the_global_norm():
+    x = np.full((2, 4), 50.0, "float32")
+    y = np.array([0, 1])
+    w0, grad, w1 = _one_step(TrainConfig(model="lenet", lr=1.0, optimizer="sgd", grad_clip=0.01), x, y)
+    # Plain SGD moves the weight by lr * clipped gradient; the bias shares the global norm, so the weight's
+    # step is at most 0.01 and in the gradient's direction.
+    step = w0 - w1
+    assert np.linalg.norm(step) <= 0.01 + 1e-6 and np.linalg.norm(grad) > 1
+    np.testing.assert_allclose(step / np.linalg.norm(step), grad / np.linalg.norm(grad), rtol=1e-4, atol=1e-6)
+    w0, grad, w1 = _one_step(TrainConfig(model="lenet", lr=1.0, optimizer="sgd"), x, y)
+    np.testing.assert_allclose(w0 - w1, grad, rtol=1e-5, atol=1e-6)          # no clipping: the whole gradient
+
+
+def test_weight_decay_is_l2_for_sgd_and_decoupled_for_adamw():
+    x, y = np.zeros((2, 4), "float32"), np.array([0, 1])        # zero input: the weight's loss gradient is 0
+    w0, grad, w1 = _one_step(TrainConfig(model="lenet", lr=0.5, optimizer="sgd", weight_decay=0.1), x, y)
+    assert np.abs(grad).max() == 0
+    np.testing.assert_allclose(w1, w0 - 0.5 * 0.1 * w0, rtol=1e-5)          # L2: lr * wd * w
+    w0, grad, w1 = _one_step(TrainConfig(model="lenet", lr=0.5, optimizer="adamw", weight_decay=0.1), x, y)
+    np.testing.assert_allclose(w1, w0 * (1 - 0.5 * 0.1), rtol=1e-5)          # decoupled: w * (1 - lr * wd)
+
+
+def test_resume_evaluates_an_epoch_saved_before_its_evaluation(tmp_path):
+    """A run killed between an epoch's checkpoint and its evaluation resumes by scoring that epoch first."""
+    make_fake_dataset(tmp_path / "d", n_train=100, n_test=20)
+    data = FashionMNIST(28, tmp_path / "d")
+    cfg = TrainConfig(model="lenet_relu", epochs=2, batch_size=20, device="cpu", accel="off")
+    full = Trainer(cfg, tmp_path / "full", progress=False, log=None).fit(build_model(cfg), data).history
+    Trainer(cfg, tmp_path / "cut", progress=False, log=None).fit(build_model(cfg), data, stop_after=1)
+    path = tmp_path / "cut" / trainer.CHECKPOINT
+    state = checkpoint.load(path)
+    del state["history"][0]["test_acc"]                            # as saved before the evaluation
+    checkpoint.save(path, state)
+    resumed = Trainer(cfg, tmp_path / "cut", progress=False, log=None).fit(build_model(cfg), data, resume=True)
+    assert [h["test_acc"] for h in resumed.history] == [h["test_acc"] for h in full]
+
+
+def test_nothing_to_train_says_so_and_returns_the_checkpoint_history(tmp_path):
+    make_fake_dataset(tmp_path / "d", n_train=100, n_test=20)
+    data = FashionMNIST(28, tmp_path / "d")
+    cfg = TrainConfig(model="lenet_relu", epochs=1, batch_size=20, device="cpu", accel="off")
+    first = Trainer(cfg, tmp_path / "run", progress=False, log=None).fit(build_model(cfg), data)
+    lines = []
+    again = Trainer(cfg, tmp_path / "run", progress=False, log=lines.append).fit(build_model(cfg), data, resume=True)
+    assert lines == ["checkpoint already has 1 epochs (of 1); nothing to train"]
+    assert again.history == first.history and again.final == first.final
