@@ -9,6 +9,7 @@ cell wraps ``Trainer.fit``). They are marked ``notebooks``:
 import ast
 import importlib.util
 import json
+import os
 import re
 
 import nbformat
@@ -23,8 +24,9 @@ PATHS = sorted(NOTEBOOKS.glob("*.ipynb"))
 IDS = [p.stem for p in PATHS]
 NAME = re.compile(r"^(\d\d)_([a-z0-9_]+)\.ipynb$")
 CELL_TIMEOUT = 300  # seconds per cell; a smoke training run takes seconds
-SMOKE_BUDGET = 600  # seconds for all notebooks together under the smoke profile (the CI budget)
-DURATIONS = {}      # notebook -> measured Run-All seconds, filled by the execution tests
+# Each execution's Run-All seconds are appended to the file PADDLE_CNN_NOTEBOOK_TIMES names (when set):
+# CI checks their sum against its budget as a step of its own (.ci/run), so no test asserts a time.
+TIMES_FILE = "PADDLE_CNN_NOTEBOOK_TIMES"
 
 
 def _timer():
@@ -131,7 +133,10 @@ def test_no_model_class_or_training_loop(path):
         except SyntaxError as e:
             problems.append(f"code cell {i} is not valid Python: {e}")
             continue
+        exercise_cell = bool(exercise_checks(tree))
         for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef) and exercise_cell and is_scaffold(node):
+                continue                                  # the student's empty exercise class
             if isinstance(node, ast.ClassDef):
                 layer_bases = [dotted(b) for b in node.bases if dotted(b).endswith("Layer")]
                 if layer_bases:
@@ -142,6 +147,27 @@ def test_no_model_class_or_training_loop(path):
                 problems.append(f"code cell {i} calls .{node.func.attr}(); training goes through "
                                 "paddle_cnn.trainer.train")
     assert not problems, f"{path.name}: " + "; ".join(problems)
+
+
+def is_scaffold(node) -> bool:
+    """An exercise stub: every function body is (docstring,) (super().__init__(),) raise NotImplementedError."""
+    if isinstance(node, ast.ClassDef):
+        methods = [n for n in node.body if isinstance(n, ast.FunctionDef)]
+        return bool(methods) and all(is_scaffold(m) for m in methods)
+    if not isinstance(node, ast.FunctionDef):
+        return False
+    body = list(node.body)
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]                                   # docstring
+    if body and isinstance(body[0], ast.Expr) and dotted(body[0].value) == "super.__init__":
+        body = body[1:]
+    return len(body) == 1 and isinstance(body[0], ast.Raise) and dotted(body[0].exc) == "NotImplementedError"
+
+
+def exercise_checks(tree) -> list:
+    """Exercise names a cell checks: the string literal in each ``exercises.check("name", ...)`` call."""
+    return [n.args[0].value for n in ast.walk(tree) if isinstance(n, ast.Call) and dotted(n) == "exercises.check"
+            and n.args and isinstance(n.args[0], ast.Constant)]
 
 
 def setup_parts(source: str):
@@ -190,6 +216,31 @@ def test_homework_is_recorded_from_the_trained_result(path):
     assert "homework.record" in calls, f"{path.name} never calls homework.record(result)"
 
 
+@pytest.mark.parametrize("path", PATHS, ids=IDS)
+def test_exercise_cells_hold_only_the_empty_scaffold_before_the_homework_record(path):
+    """Each section's exercise is checked in the notebook, unsolved there, before ``homework.record``."""
+    exercises = pytest.importorskip("paddle_cnn.exercises")
+    section = NAME.match(path.name).group(2)
+    expected = exercises.SECTION_EXERCISE.get(section, ())
+    expected = {expected} if isinstance(expected, str) else set(expected)
+    found, solved, first_check, first_record = set(), [], None, None
+    for i, cell in enumerate(code_cells(read(path)), 1):
+        tree = parse(cell.source)
+        names = exercise_checks(tree)
+        if names:
+            found.update(names)
+            first_check = first_check or i
+            solved += [f"code cell {i}: {n.name}" for n in tree.body
+                       if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and not is_scaffold(n)]
+        if first_record is None and any(isinstance(n, ast.Call) and dotted(n) == "homework.record"
+                                        for n in ast.walk(tree)):
+            first_record = i
+    assert found == expected, f"{path.name} checks exercises {sorted(found)}, the section's are {sorted(expected)}"
+    assert not solved, f"{path.name}: exercise cells must hold the empty scaffold (raise NotImplementedError): {solved}"
+    if expected:
+        assert first_check < first_record, f"{path.name}: the exercise check must come before homework.record"
+
+
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", PATHS, ids=IDS)
 def test_notebook_runs_with_the_smoke_profile(path, tmp_path):
@@ -201,7 +252,9 @@ def test_notebook_runs_with_the_smoke_profile(path, tmp_path):
     log = tmp_path / "trainings.jsonl"
     _, seconds = TIMER.execute(path, "smoke", homework_root, inject=COUNT_TRAININGS, timeout=CELL_TIMEOUT,
                                env={"PADDLE_CNN_DATA": str(data), "PADDLE_CNN_TRAIN_LOG": str(log)})
-    DURATIONS[path.name] = seconds
+    if os.environ.get(TIMES_FILE):
+        with open(os.environ[TIMES_FILE], "a", encoding="utf-8") as f:
+            f.write(json.dumps({"notebook": path.name, "seconds": seconds}) + "\n")
     section = NAME.match(path.name).group(2)
     assert (homework_root / section / "results.json").is_file(), \
         f"{path.name} did not record its homework run into PADDLE_CNN_HOMEWORK/{section}/"
@@ -217,16 +270,6 @@ def test_notebook_runs_with_the_smoke_profile(path, tmp_path):
     recorded = json.loads((homework_root / section / "results.json").read_text())["runs"]
     untrained = [name for name in recorded if name not in {cfg["model"] for cfg in runs}]
     assert not untrained, f"{path.name} recorded {untrained} without training them in the notebook"
-
-
-@pytest.mark.notebooks
-def test_all_notebooks_fit_the_smoke_budget():
-    if len(DURATIONS) < len(PATHS):
-        pytest.skip(f"only {len(DURATIONS)} of {len(PATHS)} notebooks ran in this session")
-    total = sum(DURATIONS.values())
-    slowest = sorted(DURATIONS.items(), key=lambda kv: -kv[1])[:3]
-    assert total < SMOKE_BUDGET, f"all notebooks take {total:.0f} s under smoke (budget {SMOKE_BUDGET} s); " \
-                                 f"slowest: {slowest}"
 
 
 def test_time_tool_rewrites_only_the_measured_field(tmp_path):
