@@ -5,7 +5,8 @@
     paddle-cnn train resnet18 --nproc 2     the same, data-parallel in 2 processes
     paddle-cnn homework run alexnet         measure a section's homework into homework/alexnet/
     paddle-cnn homework summary             one table over all sections
-    paddle-cnn data check                   where the data was found, its sha256 sums
+    paddle-cnn homework verify homework/lenet  re-run each recorded run's first epoch and compare
+    paddle-cnn data check                   where the data was found, its sha256 sums, its content checked
     paddle-cnn doctor [--json]              versions, devices, data and tuning: paste it into a question
 
 Every field of :class:`paddle_cnn.trainer.TrainConfig` is a ``train`` flag
@@ -82,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a model or task argument, e.g. --set base_width=16 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--allow-unknown-data", action="store_true",
+                   help="train on files that fail `paddle-cnn data check`'s content checks (recorded in results.json)")
     _add_config_flags(p)
 
     p = sub.add_parser("homework", help="record measured runs in homework/<section>/")
@@ -98,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--root")
     q = hw.add_parser("check", help="check a submitted homework folder (or all of homework/)")
     q.add_argument("root", nargs="?", help="a section folder or a homework folder (default: homework/)")
+    q = hw.add_parser("verify", help="re-run the first epoch(s) of every recorded run and compare with its history")
+    q.add_argument("root", help="a section folder (or a homework folder: every section in it)")
+    q.add_argument("--epochs", type=int, default=1, help="epochs to replay per run (default 1)")
+    q.add_argument("--data-dir", help="folder with the Fashion-MNIST files the runs recorded")
 
     p = sub.add_parser("data", help="data tools")
     p.add_argument("action", choices=["check"])
@@ -190,6 +197,12 @@ def cmd_train(args) -> int:
     from .config import config_for
     from .trainer import run
 
+    if args.allow_unknown_data:  # read by data.load_fashion_mnist, here and in the workers (they inherit it)
+        import os
+
+        from .data import ALLOW_UNKNOWN_ENV
+
+        os.environ[ALLOW_UNKNOWN_ENV] = "1"
     cfg = config_for(args.model, args.profile, **_overrides(args), **parse_sets(args.set, args.model))
     out = Path(args.out or f"runs/{cfg.model}-{cfg.profile}")
     if distributed.env_rank() == 0:
@@ -236,6 +249,8 @@ def cmd_homework(args) -> int:
         if not problems:
             print(f"{homework.homework_root(args.root)}: every check holds")
         return 1 if problems else 0
+    if args.action == "verify":  # 0: every run reproduces, 1: a mismatch, 2 (ValueError/DataError): bad input
+        return 0 if homework.verify(args.root, args.epochs, data_dir=args.data_dir) else 1
     overrides = _overrides(args)
     cfg = config_for(args.model, args.profile, **overrides)
     code = _spawn_workers(args, cfg)
@@ -302,10 +317,15 @@ def _where_saved(args, cfg) -> str:
 def cmd_data(args) -> int:
     from .data import load_fashion_mnist
 
-    arrays = load_fashion_mnist(args.data_dir, download_if_missing=not args.no_download)
-    src = arrays.source
+    # Content that is not Fashion-MNIST raises DataError: one line, exit 2 (see data.check_content).
+    arrays = load_fashion_mnist(args.data_dir, download_if_missing=not args.no_download, allow_unknown=False)
+    src, c = arrays.source, arrays.content
     print(f"{src['name']}\nfound via {src['found_via']}")
-    print(f"train {arrays.train_images.shape[0]} images, test {arrays.test_images.shape[0]} images; all checks passed")
+    print(f"train {c['sizes']['train']} images, test {c['sizes']['test']} images, ten classes "
+          f"({min(c['class_counts']['train'])}-{max(c['class_counts']['train'])} training images each); "
+          f"train pixels mean {c['train_pixels']['mean']:.3f} std {c['train_pixels']['std']:.3f}; "
+          f"{c['shared_test_images']} test images also in train; nearest-class-mean accuracy "
+          f"{c['nearest_mean_accuracy']:.2f} on a test sample; all checks passed")
     for name, digest in src["sha256"].items():
         print(f"  {digest}  {name}")
     return 0

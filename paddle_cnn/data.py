@@ -13,7 +13,7 @@ import hashlib
 import math
 import os
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -232,13 +232,128 @@ class FashionMNISTArrays:
     test_images: np.ndarray   # [10000, 28, 28] uint8
     test_labels: np.ndarray   # [10000] uint8
     source: dict = field(default_factory=dict)
+    content: dict = field(default_factory=dict)  # what content_stats measured (load_fashion_mnist fills it)
+
+
+# --------------------------------------------------------------------------- content
+# Four files with valid headers can still hold other pictures, scrambled labels or swapped splits.
+# These bounds separate Fashion-MNIST from such files with a wide margin on both sides;
+# tests/test_data_check.py measures the course's copy against them and builds each failing case.
+PIXEL_MEAN_RANGE = (0.15, 0.45)   # mean pixel on [0, 1]; the README's figure for the training split: 0.2861
+PIXEL_STD_RANGE = (0.25, 0.45)    # pixel std on [0, 1]; the README's figure: 0.3528
+MIN_CLASS_SHARE = 0.5             # the smallest class holds at least half as many images as the largest
+MAX_SHARED = 0.01                 # at most this fraction of the test images may also lie in the training set
+MIN_FIT_ACCURACY = 0.4            # nearest-class-mean accuracy on test images; chance is 0.1
+STATS_SAMPLE, FIT_TRAIN_SAMPLE, FIT_TEST_SAMPLE = 5000, 10000, 2000   # images per split, strided
+ALLOW_UNKNOWN_ENV = "PADDLE_CNN_ALLOW_UNKNOWN_DATA"
+
+
+def _strided(n: int, most: int) -> np.ndarray:
+    """At most ``most`` indices spread evenly over ``range(n)`` (all of them when n <= most)."""
+    return np.arange(0, n, max(1, -(-n // most)))
+
+
+def _image_hashes(images: np.ndarray) -> List[bytes]:
+    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in images]
+
+
+def content_stats(arrays: FashionMNISTArrays) -> dict:
+    """Measure what tells Fashion-MNIST from other 28x28 pictures; well under a second on all 70,000.
+
+    Sizes and class counts are exact; pixel statistics are taken on at most
+    ``STATS_SAMPLE`` images of each split; every image is hashed (BLAKE2b of its
+    784 bytes) to count test images that also lie in the training set; a
+    nearest-class-mean classifier fitted on ``FIT_TRAIN_SAMPLE`` training images
+    is scored on ``FIT_TEST_SAMPLE`` test images (0.1 is chance).
+    """
+    xs = {"train": arrays.train_images, "test": arrays.test_images}
+    ys = {"train": arrays.train_labels, "test": arrays.test_labels}
+    stats = {"sizes": {s: int(len(y)) for s, y in ys.items()},
+             "class_counts": {s: np.bincount(y, minlength=len(CLASSES)).tolist() for s, y in ys.items()}}
+    if not all(stats["sizes"].values()):
+        return stats
+    for split, x in xs.items():
+        sample = x[_strided(len(x), STATS_SAMPLE)].astype(np.float32) * (1.0 / 255.0)
+        stats[f"{split}_pixels"] = {"mean": float(sample.mean()), "std": float(sample.std())}
+    train_hashes = set(_image_hashes(xs["train"]))
+    stats["shared_test_images"] = sum(h in train_hashes for h in _image_hashes(xs["test"]))
+    fit = _strided(len(xs["train"]), FIT_TRAIN_SAMPLE)
+    x = xs["train"][fit].reshape(len(fit), -1).astype(np.float32)
+    y = ys["train"][fit]
+    present = np.array([(y == c).any() for c in range(len(CLASSES))])
+    means = np.zeros((len(CLASSES), x.shape[1]), np.float32)                          # [10, 784]
+    for c in np.flatnonzero(present):
+        means[c] = x[y == c].mean(0)
+    score = _strided(len(xs["test"]), FIT_TEST_SAMPLE)
+    t = xs["test"][score].reshape(len(score), -1).astype(np.float32)                 # [M, 784]
+    dist = (means ** 2).sum(1)[None] - 2 * t @ means.T                               # [M, 10], up to |t|^2
+    dist[:, ~present] = np.inf
+    stats["nearest_mean_accuracy"] = float((dist.argmin(1) == ys["test"][score]).mean())
+    return stats
+
+
+def check_content(stats_or_arrays) -> List[str]:
+    """What makes the data not Fashion-MNIST, one phrase each ([] when nothing does).
+
+    Takes :func:`content_stats`'s dict or the arrays themselves.
+    """
+    stats = stats_or_arrays if isinstance(stats_or_arrays, dict) else content_stats(stats_or_arrays)
+    n_train, n_test = stats["sizes"]["train"], stats["sizes"]["test"]
+    if not n_test or not n_train:
+        return [f"the {'test' if not n_test else 'training'} set is empty"]
+    problems = []
+    if n_train <= n_test:
+        problems.append(f"the training set ({n_train} images) is not larger than the test set ({n_test}); "
+                        "are the train and t10k files swapped?")
+    balanced = True
+    for split, counts in stats["class_counts"].items():
+        missing = [str(c) for c, k in enumerate(counts) if not k]
+        if missing:
+            problems.append(f"the {split} labels lack class{'es' if len(missing) > 1 else ''} {', '.join(missing)}")
+            balanced = False
+        elif min(counts) < MIN_CLASS_SHARE * max(counts):
+            problems.append(f"the {split} classes are unbalanced ({min(counts)} to {max(counts)} images per class)")
+    for split in ("train", "test"):
+        p = stats[f"{split}_pixels"]
+        if not (PIXEL_MEAN_RANGE[0] <= p["mean"] <= PIXEL_MEAN_RANGE[1]
+                and PIXEL_STD_RANGE[0] <= p["std"] <= PIXEL_STD_RANGE[1]):
+            problems.append(f"{split} pixels have mean {p['mean']:.3f} and std {p['std']:.3f} on [0, 1], outside "
+                            f"Fashion-MNIST's range (mean {PIXEL_MEAN_RANGE[0]}-{PIXEL_MEAN_RANGE[1]}, "
+                            f"std {PIXEL_STD_RANGE[0]}-{PIXEL_STD_RANGE[1]})")
+    shared = stats["shared_test_images"]
+    if shared > MAX_SHARED * n_test:
+        problems.append(f"{shared} of the {n_test} test images ({shared / n_test:.1%}) are also in the training set "
+                        f"(at most {MAX_SHARED:.0%} may be)")
+    if balanced and stats["nearest_mean_accuracy"] < MIN_FIT_ACCURACY:
+        problems.append(f"the labels do not fit the pictures: a nearest-class-mean classifier scores "
+                        f"{stats['nearest_mean_accuracy']:.2f} on test images (chance 0.10, at least "
+                        f"{MIN_FIT_ACCURACY} expected)")
+    return problems
+
+
+def content_error(folder, problems: List[str]) -> str:
+    """The one line that ``data check`` and ``train`` print for data that fails :func:`check_content`."""
+    return (f"{folder}: this is not Fashion-MNIST: {'; '.join(problems)}. Fix the files, or train on them "
+            "anyway with --allow-unknown-data")
+
+
+def _allow_unknown_default() -> bool:
+    return os.environ.get(ALLOW_UNKNOWN_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 _CACHE: Dict[Path, FashionMNISTArrays] = {}
 
 
-def load_fashion_mnist(data_dir=None, download_if_missing: bool = True) -> FashionMNISTArrays:
-    """Find, validate and read all four files (cached per folder for the process)."""
+def load_fashion_mnist(data_dir=None, download_if_missing: bool = True,
+                       allow_unknown: Optional[bool] = None) -> FashionMNISTArrays:
+    """Find, validate and read all four files (cached per folder for the process).
+
+    Besides the headers, the content is checked (:func:`check_content`): data
+    that is not Fashion-MNIST raises :class:`DataError` with one line, unless
+    ``allow_unknown`` (default: the environment variable
+    ``PADDLE_CNN_ALLOW_UNKNOWN_DATA=1``, which ``train --allow-unknown-data``
+    sets); then the problems are recorded in ``source["content_problems"]``.
+    """
     folder, kind = find_data(data_dir, download_if_missing)
     key = folder.resolve()
     if key not in _CACHE:
@@ -250,8 +365,17 @@ def load_fashion_mnist(data_dir=None, download_if_missing: bool = True) -> Fashi
                 raise DataError(f"{folder}: {len(x)} {split} images but {len(y)} {split} labels "
                                 f"({images} and {labels} do not belong together)")
             arrays[split] = (x, y)
-        _CACHE[key] = FashionMNISTArrays(*arrays["train"], *arrays["test"], source=describe_source(folder, kind))
-    return _CACHE[key]
+        loaded = FashionMNISTArrays(*arrays["train"], *arrays["test"], source=describe_source(folder, kind))
+        loaded.content = content_stats(loaded)
+        loaded.content["problems"] = check_content(loaded.content)
+        _CACHE[key] = loaded
+    loaded = _CACHE[key]
+    problems = loaded.content["problems"]
+    if not problems:
+        return loaded
+    if not (_allow_unknown_default() if allow_unknown is None else allow_unknown):
+        raise DataError(content_error(folder, problems))
+    return replace(loaded, source={**loaded.source, "content_problems": list(problems)})
 
 
 def stratified_subset(labels: np.ndarray, size: Optional[int], seed: int = 0) -> np.ndarray:

@@ -16,6 +16,7 @@ over all sections. No number in these files is typed by hand.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -92,6 +93,7 @@ def run(model: str, profile: str = "auto", device: str = "auto", root=None, data
 
 
 def _run_entry(result, spec) -> dict:
+    from . import exercises
     from .summary import count_flops, count_params
 
     cfg = result.config
@@ -110,6 +112,8 @@ def _run_entry(result, spec) -> dict:
         "flops_per_example": flops,
         "environment": runtime.environment(result.device),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        # The section's exercises as checked in this process (the notebook's exercise cell), else "not run".
+        "exercises": exercises.section_results(spec.section),
     })
     entry["final"]["epochs"] = len(result.history)
     return entry
@@ -125,7 +129,9 @@ def record(result, spec=None, root=None) -> dict:
     """Add ``result`` (a FitResult) to its section's results.json, then redraw and retable.
 
     The notebooks call this with the result they have just trained, so the
-    homework folder holds exactly the run the reader saw. A smoke-profile
+    homework folder holds exactly the run the reader saw; the run's entry also
+    says whether the section's exercises passed ``exercises.check`` in this
+    process (``"exercises": [{"exercise": name, "passed": bool or "not run"}]``). A smoke-profile
     result is refused when it would land in the repository's ``homework/``.
     """
     from .models import get_spec
@@ -152,31 +158,88 @@ def _course_order(names):
 
 
 def load_results(path) -> dict:
-    with open(path, encoding="utf-8") as f:
-        doc = json.load(f)
+    """Read and :func:`validate` a section's results.json; any problem is a ValueError naming the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno} column {e.colno})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 text file") from None
     validate(doc, path)
     return doc
 
 
-def validate(doc: dict, path="results.json") -> None:
-    """Check a section's results.json against the schema; raise ValueError naming the problem."""
-    def need(obj, keys, where):
-        missing = [k for k in keys if k not in obj]
-        if missing:
-            raise ValueError(f"{path}: {where} lacks {', '.join(missing)}")
+# Field -> type of a run in results.json ("number": an int or a float, never a bool). Only these are
+# required; other fields (written by newer versions) are allowed and left alone.
+RUN_FIELDS = {"schema": int, "model": str, "section": str, "task": str, "profile": str, "config": dict,
+              "data": dict, "history": list, "final": dict, "params": int, "flops_per_example": "number",
+              "environment": dict, "date": str}
+CONFIG_FIELDS = {"model": str, "epochs": int}
+DATA_FIELDS = {"name": str, "sha256": dict}
+ENVIRONMENT_FIELDS = {"device": str, "cpu_model": str, "physical_cores": int, "paddle": str, "python": str}
+HISTORY_FIELDS = {"epoch": int, "train_loss": "number", "train_metric": "number", "examples_per_sec": "number",
+                  "wall_time": "number"}
+FINAL_FIELDS = {"examples_per_sec": "number", "wall_time": "number", "epochs": int}
 
-    need(doc, ("section", "runs"), "the document")
+
+def _type_name(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "true/false", type(None): "null",
+            int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _shown(value) -> str:
+    """``a list [1]``: a JSON value's kind and (the start of) its text, for an error line."""
+    text = json.dumps(value)
+    return f"{_type_name(value)} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _has_type(value, kind) -> bool:
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def validate(doc: dict, path="results.json") -> None:
+    """Check a section's results.json against the schema; raise ValueError naming the first bad field.
+
+    Every required field must be present and of its type (``runs.lenet.history[2].train_loss must be a
+    number, got a string``); the message is one line, whatever the document holds.
+    """
+    def need(obj, spec, where):
+        if not isinstance(obj, dict):
+            raise ValueError(f"{path}: {where or 'the document'} must be an object, got {_shown(obj)}")
+        missing = [k for k in spec if k not in obj]
+        if missing:
+            raise ValueError(f"{path}: {where or 'the document'} lacks {', '.join(missing)}")
+        for key, kind in spec.items():
+            if not _has_type(obj[key], kind):
+                wanted = "a number" if kind == "number" else _type_name(kind())
+                raise ValueError(f"{path}: {where + '.' if where else ''}{key} must be {wanted}, got "
+                                 f"{_shown(obj[key])}")
+
+    need(doc, {"section": str, "runs": dict}, "")
+    if not doc["runs"]:
+        raise ValueError(f"{path}: runs is empty")
     for name, run_ in doc["runs"].items():
-        where = f"run {name!r}"
-        need(run_, ("schema", "model", "section", "task", "profile", "config", "data", "history", "final",
-                    "params", "flops_per_example", "environment", "date"), where)
-        need(run_["data"], ("name", "sha256"), where + " data")
-        need(run_["environment"], ("device", "cpu_model", "physical_cores", "paddle", "python"), where + " environment")
-        need(run_["final"], ("examples_per_sec", "wall_time", "epochs") + FINAL_KEYS[run_["task"]], where + " final")
-        for h in run_["history"]:
-            need(h, ("epoch", "train_loss", "train_metric", "examples_per_sec", "wall_time"), where + " history")
+        where = f"runs.{name}"
+        need(run_, RUN_FIELDS, where)
+        if run_["task"] not in FINAL_KEYS:
+            raise ValueError(f"{path}: {where}.task is {run_['task']!r}, not one of {', '.join(FINAL_KEYS)}")
+        need(run_["config"], CONFIG_FIELDS, where + ".config")
+        need(run_["data"], DATA_FIELDS, where + ".data")
+        bad = [k for k, v in run_["data"]["sha256"].items() if not isinstance(v, str)]
+        if bad:
+            raise ValueError(f"{path}: {where}.data.sha256.{bad[0]} must be a string")
+        need(run_["environment"], ENVIRONMENT_FIELDS, where + ".environment")
+        metrics = dict.fromkeys(FINAL_KEYS[run_["task"]], "number")
+        need(run_["final"], {**FINAL_FIELDS, **metrics}, where + ".final")
+        for i, h in enumerate(run_["history"]):
+            need(h, {**HISTORY_FIELDS, **metrics}, f"{where}.history[{i}]")
         if run_["section"] != doc["section"] or run_["model"] != name:
-            raise ValueError(f"{path}: {where} is filed under the wrong section or name")
+            raise ValueError(f"{path}: run {name!r} is filed under the wrong section or name")
 
 
 # --------------------------------------------------------------------------- tables
@@ -425,13 +488,74 @@ def _absolute_paths(value, where="results.json") -> list:
     return found
 
 
+# History fields that are not final figures: the epoch's number, its counts and its timings.
+NOT_FINAL = ("epoch", "examples", "timed_examples", "train_time", "wall_time", "lr_end", "examples_per_sec")
+
+
+def _consistency(run_: dict) -> list:
+    """How one (schema-valid) run disagrees with itself, one phrase each."""
+    history, final, problems = run_["history"], run_["final"], []
+    if not history:
+        return ["history is empty"]
+    numbers = [h["epoch"] for h in history]
+    if numbers != list(range(1, len(history) + 1)):
+        shown = ", ".join(map(str, numbers[:12])) + (", ..." if len(numbers) > 12 else "")
+        problems.append(f"history epochs are numbered {shown}, not 1..{len(history)}")
+    for where, value in (("final.epochs", final["epochs"]), ("config.epochs", run_["config"]["epochs"])):
+        if value != len(history):
+            problems.append(f"history holds {len(history)} epochs but {where} is {value}")
+    last = {k: v for k, v in history[-1].items() if k not in NOT_FINAL}
+    figures = {k: v for k, v in final.items() if k not in ("epochs", "examples_per_sec", "wall_time")}
+    differ = sorted(k for k in set(last) | set(figures) if last.get(k) != figures.get(k))
+    if differ:
+        k = differ[0]
+        problems.append(f"final.{k} is {figures.get(k, 'missing')} but the last history epoch has "
+                        f"{last.get(k, 'none')}" + (f" ({len(differ) - 1} more such fields)" if len(differ) > 1 else ""))
+    timed = [h for h in history if h.get("train_time")]
+    if timed and all(_has_type(h.get("timed_examples", h.get("examples")), "number") for h in timed):
+        rate = sum(h.get("timed_examples", h.get("examples")) for h in timed) / max(1e-12, sum(h["train_time"]
+                                                                                              for h in timed))
+        if not math.isclose(rate, final["examples_per_sec"], rel_tol=1e-6):
+            problems.append(f"final.examples_per_sec is {final['examples_per_sec']:.1f} but the history's timed "
+                            f"steps give {rate:.1f}")
+    wall = sum(h["wall_time"] for h in history)
+    if not math.isclose(wall, final["wall_time"], rel_tol=1e-6, abs_tol=1e-6):
+        problems.append(f"final.wall_time is {final['wall_time']:.1f} s but the history's epochs add up to {wall:.1f} s")
+    return problems
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_problem(path: Path) -> Optional[str]:
+    """Why ``path`` is not a readable PNG image (None when it is one)."""
+    if not path.is_file():
+        return f"{path}: missing"
+    with open(path, "rb") as f:
+        if f.read(8) != PNG_MAGIC:
+            return f"{path}: not a PNG image (its first bytes are not the PNG signature)"
+    try:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image.load()
+    except ImportError:  # Pillow comes with matplotlib; without it the signature is all we check
+        return None
+    except Exception as e:  # noqa: BLE001  (any decoder failure means the same to the reader)
+        return f"{path}: a damaged PNG image ({type(e).__name__}: {e})"
+    return None
+
+
 def check(root=None) -> list:
     """Problems of a homework folder (one section's or all of ``homework/``), one line each; [] when it holds.
 
-    Checked: results.json matches the schema; README.md's generated block
-    matches results.json; the data is the official files or the course's offline
-    copy, named with its sha256 sums; the headline metric is on the full test
-    set; no absolute machine path is recorded; curves.png is present.
+    Checked: results.json matches the schema, every field with its type; each
+    run agrees with itself (history epochs numbered 1..N with N = final.epochs =
+    config.epochs, final figures equal to the last epoch's, examples/sec and wall
+    time the history's); README.md's generated block matches results.json; the
+    data is the official files or the course's offline copy, named with its
+    sha256 sums; the headline metric is on the full test set; no absolute machine
+    path is recorded; curves.png is a PNG image that decodes.
     """
     from .data import OFFICIAL_MD5, OFFLINE_COPY_NAME, OFFLINE_COPY_SHA256, OFFICIAL_NAME
 
@@ -444,16 +568,21 @@ def check(root=None) -> list:
         path = folder / "results.json"
         try:
             doc = load_results(path)
-        except (ValueError, OSError) as e:
-            problems.append(f"{path}: {e}")
+        except ValueError as e:   # the message names the file and the field
+            problems.append(str(e))
+            continue
+        except OSError as e:
+            problems.append(f"{path}: cannot be read ({e.strerror or e})")
             continue
         readme = folder / "README.md"
         if not readme.exists() or generated_block(doc) not in readme.read_text(encoding="utf-8"):
             problems.append(f"{readme}: the generated table does not match results.json "
                             "(run `paddle-cnn homework summary` to regenerate it)")
-        if not (folder / "curves.png").is_file():
-            problems.append(f"{folder / 'curves.png'}: missing")
+        png = _png_problem(folder / "curves.png")
+        if png:
+            problems.append(png)
         for name, run_ in doc["runs"].items():
+            problems += [f"{path}: run {name!r}: {p}" for p in _consistency(run_)]
             data = run_["data"]
             if data["name"] == OFFLINE_COPY_NAME and data["sha256"] != OFFLINE_COPY_SHA256:
                 problems.append(f"{path}: run {name!r} names the offline copy but its sha256 sums differ")
@@ -466,3 +595,126 @@ def check(root=None) -> list:
                                 "not the full test set")
             problems += [f"{path}: absolute path recorded: {p}" for p in _absolute_paths(run_, f"runs.{name}")]
     return problems
+
+
+# --------------------------------------------------------------------------- replaying a submission
+#: What ``verify`` accepts when the replay ran on another machine, Paddle version, thread count or number
+#: of processes (floating-point sums then round differently and the runs drift apart): losses within this
+#: relative difference, accuracies and other metrics within this absolute difference. The learning rate
+#: and the example count are pure arithmetic and must match exactly everywhere.
+VERIFY_LOSS_RTOL, VERIFY_METRIC_ATOL = 0.03, 0.02
+EXACT_KEYS = ("examples", "lr_end")
+SAME_ENVIRONMENT = ("device", "cpu_model", "physical_cores", "paddle", "gpu_name")
+
+
+def _replay_config(run_: dict, path):
+    """The recorded TrainConfig, made to replay here: one process, no VisualDL, the recorded threads."""
+    import dataclasses
+
+    from .config import TrainConfig
+
+    config = dict(run_["config"])
+    try:
+        cfg = TrainConfig(**config)
+        cfg.validate()
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: run {run_['model']!r} has a config this version cannot replay ({e})") from None
+    threads = (run_.get("run") or {}).get("threads_per_process")
+    if not cfg.cpu_threads and isinstance(threads, int) and threads > 0:
+        cfg = dataclasses.replace(cfg, cpu_threads=threads)
+    return dataclasses.replace(cfg, nproc=1, log_dir=None)
+
+
+def _compare(recorded: dict, replayed: dict, exact: bool) -> list:
+    """The fields of one epoch where the replay differs beyond what is allowed, as phrases."""
+    differ = []
+    for key, want in recorded.items():
+        if key in ("epoch", "timed_examples", "train_time", "examples_per_sec", "wall_time") \
+                or not _has_type(want, "number"):
+            continue
+        got = replayed.get(key)
+        if not _has_type(got, "number"):
+            differ.append(f"{key} recorded {want} but the replay has none")
+            continue
+        if exact or key in EXACT_KEYS:
+            ok = got == want if key != "lr_end" else math.isclose(got, want, rel_tol=1e-9)
+        elif "loss" in key:
+            ok = math.isclose(got, want, rel_tol=VERIFY_LOSS_RTOL)
+        else:
+            ok = abs(got - want) <= VERIFY_METRIC_ATOL
+        if not ok:
+            differ.append(f"{key} recorded {want:.6g}, replayed {got:.6g}")
+    return differ
+
+
+def verify(root, epochs: int = 1, data_dir=None, log=print) -> bool:
+    """Re-run the first ``epochs`` epochs of every recorded run and compare them with its history.
+
+    Each run is rebuilt from its recorded config (all ``config.epochs`` kept, so a
+    cosine or one-cycle schedule has the same learning rate at every step) and
+    stopped after ``epochs`` epochs, on data whose sha256 sums must equal the
+    recorded ones. On the same machine (device, CPU model, cores, Paddle
+    version), with the same threads and one process, every figure must be
+    equal: training here is deterministic. Elsewhere losses must agree within
+    ``VERIFY_LOSS_RTOL`` (3%) relative and accuracies and metrics within
+    ``VERIFY_METRIC_ATOL`` (0.02) absolute; learning rate and example counts
+    exactly. Prints one line per run and a verdict; returns True when all match.
+    Bad input (no or malformed results.json, data that differ, a config this
+    version cannot replay) raises ValueError before anything is trained.
+    """
+    from .data import describe_source, find_data
+    from .trainer import run as train_run
+
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"--epochs must be a whole number >= 1, got {epochs!r}")
+    root = Path(root)
+    folders = [root] if (root / "results.json").exists() else sorted(p.parent for p in root.glob("*/results.json"))
+    if not folders:
+        raise ValueError(f"{root}: no results.json here or in its sub-folders")
+    folder, kind = find_data(data_dir, download_if_missing=False)
+    sums = describe_source(folder, kind)["sha256"]
+    plan = []
+    for section in folders:   # everything checked before the first epoch is trained
+        path = section / "results.json"
+        for name, run_ in load_results(path)["runs"].items():
+            differ = sorted(n for n in set(sums) | set(run_["data"]["sha256"])
+                            if sums.get(n) != run_["data"]["sha256"].get(n))
+            if differ:
+                raise ValueError(f"{path}: run {name!r} was trained on other data than {folder} "
+                                 f"({', '.join(differ)} differ{'s' if len(differ) == 1 else ''}); "
+                                 "pass --data-dir with the files it names")
+            if not run_["history"]:
+                raise ValueError(f"{path}: run {name!r} has an empty history: nothing to replay")
+            plan.append((name, run_, _replay_config(run_, path)))
+    log(f"replaying the first {epochs} epoch{'s' if epochs > 1 else ''} of {len(plan)} run"
+        f"{'s' if len(plan) > 1 else ''} on {folder}; tolerance off this machine: losses "
+        f"{VERIFY_LOSS_RTOL:.0%} relative, metrics {VERIFY_METRIC_ATOL} absolute")
+    failed = []
+    for name, run_, cfg in plan:
+        n = min(epochs, len(run_["history"]))
+        result = train_run(cfg, out=None, data_dir=data_dir, progress=False, log=None, stop_after=n)
+        env = runtime.environment(result.device)
+        recorded_run = run_.get("run") or {}
+        same = ([env.get(k) for k in SAME_ENVIRONMENT] == [run_["environment"].get(k) for k in SAME_ENVIRONMENT]
+                and recorded_run.get("threads_per_process") == result.run_info.get("threads_per_process")
+                and recorded_run.get("world", 1) == 1
+                and (recorded_run.get("accel") or {}).get("enabled") == result.run_info["accel"].get("enabled"))
+        problems = [f"epoch {i + 1}: {d}" for i in range(n)
+                    for d in _compare(run_["history"][i], result.history[i], exact=same)]
+        how = "exactly (same machine, Paddle, threads)" if same else "within tolerance (another machine or setting)"
+        shown = ", ".join(f"{k} {result.history[n - 1][k]:.4f}" for k in ("train_loss", "train_metric",
+                                                                            *FINAL_KEYS[run_["task"]])
+                          if _has_type(result.history[n - 1].get(k), "number"))
+        if problems:
+            failed.append(name)
+            log(f"{name}: MISMATCH in {n} epoch{'s' if n > 1 else ''} compared "
+                f"{'exactly' if same else 'within tolerance'}: {'; '.join(problems[:4])}"
+                + (f" (and {len(problems) - 4} more)" if len(problems) > 4 else ""))
+        else:
+            log(f"{name}: {n} epoch{'s match' if n > 1 else ' matches'} {how}: {shown}")
+    if failed:
+        log(f"verdict: {len(failed)} of {len(plan)} runs do not reproduce their history ({', '.join(failed)})")
+    else:
+        log("verdict: the run reproduces its recorded history" if len(plan) == 1
+            else f"verdict: all {len(plan)} runs reproduce their recorded history")
+    return not failed

@@ -2,9 +2,10 @@
 
 Values and all three gradients are compared with ``paddle.nn.functional.conv2d``
 (and ``conv2d_transpose``) over random shapes; routed models keep their parameters and checkpoints; the
-operator runs on the one oneDNN that Paddle loaded. Tests that need the
-operator skip, saying why, where it cannot be built (no compiler, no
-onednn-devel headers, a GPU build of Paddle).
+operator runs on the one oneDNN that Paddle loaded; exported programs hold
+Paddle's standard operators only. Tests that need the operator skip, saying
+why, where it cannot be built (no compiler, no oneDNN headers, a Paddle
+without oneDNN). The build's failure handling and cache: test_accel_build.py.
 """
 import copy
 import ctypes
@@ -206,7 +207,9 @@ def test_training_steps_match_paddle_conv(library, name, size):
             opt.clear_grad()
             losses[mode].append(float(loss))
     assert losses["on"][-1] < losses["on"][0]
-    np.testing.assert_allclose(losses["on"], losses["off"], rtol=1e-3)
+    # Relative to each loss, and to the run's scale once a loss is near 0 (ResNet-18 fits 8 examples to ~0.02,
+    # where float32 rounding in five steps of two convolution orders is a few 1e-5).
+    np.testing.assert_allclose(losses["on"], losses["off"], rtol=1e-3, atol=1e-5 * max(losses["off"]))
 
 
 def test_trainer_run_with_and_without_accel(library, tmp_path):
@@ -296,13 +299,17 @@ def test_file_lock_serialises_builders(tmp_path):
     assert events == ["a in", "a out", "b in"]
 
 
-def test_patched_config_selects_openmp():
+def test_patched_config_selects_openmp_and_no_experimental_api():
     text = ("#define DNNL_CPU_THREADING_RUNTIME DNNL_RUNTIME_TBB\n#define DNNL_CPU_RUNTIME DNNL_RUNTIME_SYCL\n"
             "#define DNNL_GPU_RUNTIME DNNL_RUNTIME_SYCL\n#define DNNL_GPU_VENDOR DNNL_VENDOR_INTEL\n"
-            "#define DNNL_WITH_SYCL\n")
+            "#define DNNL_WITH_SYCL\n#define DNNL_EXPERIMENTAL_SPARSE\n#define DNNL_EXPERIMENTAL\n"
+            "#define DNNL_EXPERIMENTAL_UKERNEL 1\n/* #undef DNNL_EXPERIMENTAL_PROFILING */\n#define ONEDNN_BUILD_GRAPH\n")
     out = build.patched_config(text)
     assert "DNNL_CPU_RUNTIME DNNL_RUNTIME_OMP" in out and "THREADING_RUNTIME DNNL_RUNTIME_OMP" in out
     assert "DNNL_GPU_RUNTIME DNNL_RUNTIME_NONE" in out and "\n#define DNNL_WITH_SYCL" not in out
+    defined = [line.split()[1] for line in out.splitlines() if line.startswith("#define")]
+    assert not [d for d in defined if d.startswith("DNNL_EXPERIMENTAL")], defined
+    assert "ONEDNN_BUILD_GRAPH" in defined
     with pytest.raises(build.Unavailable, match="unexpected form"):
         build.patched_config("/* nothing */")
 
@@ -322,29 +329,86 @@ def test_modes_and_bad_input():
         accel.apply("resnet18")
 
 
-def test_auto_on_a_gpu_build_declines_without_building(monkeypatch):
+def test_auto_off_the_cpu_declines_without_building(monkeypatch):
     def no_build():
-        raise AssertionError("the operator must not be built on a GPU build")
+        raise AssertionError("the operator must not be built for a GPU run")
 
-    monkeypatch.setattr(paddle, "is_compiled_with_cuda", lambda: True)
+    monkeypatch.setattr(paddle, "get_device", lambda: "gpu:0")
     monkeypatch.setattr(build, "load_library", no_build)
     monkeypatch.setattr(accel, "load_library", no_build)
     model = nn.Sequential(nn.Conv2D(1, 2, 3))
     lines = []
     status = accel.apply(model, "auto", log=lines.append)
-    assert status["enabled"] is False and "GPU build" in status["reason"] and status["layers"] == 0
-    assert len(lines) == 1 and "Paddle's convolution" in lines[0] and "GPU build" in lines[0]
+    assert status["enabled"] is False and "gpu:0, not the CPU" in status["reason"] and status["layers"] == 0
+    assert len(lines) == 1 and "Paddle's convolution" in lines[0] and "not the CPU" in lines[0]
     assert "forward" not in model[0].__dict__
-    with pytest.raises(RuntimeError, match=r"^accel=on, but the oneDNN convolution cannot be used: .*GPU build"):
+    with pytest.raises(RuntimeError, match=r"^accel=on, but the oneDNN convolution cannot be used: .*not the CPU"):
         accel.apply(model, "on")
 
 
+def test_a_gpu_build_training_on_the_cpu_may_build(monkeypatch, tmp_path):
+    """Paddle's GPU wheel bundles libdnnl.so.3 too: only a wheel without it is refused, naming the CPU build."""
+    monkeypatch.setattr(paddle, "is_compiled_with_cuda", lambda: True)
+    monkeypatch.setattr(build, "find_compiler", lambda: "/usr/bin/c++")
+    include = tmp_path / "include"
+    (include / "oneapi" / "dnnl").mkdir(parents=True)
+    (include / "oneapi" / "dnnl" / "dnnl_version.h").write_text(
+        "#define DNNL_VERSION_MAJOR 3\n#define DNNL_VERSION_MINOR 2\n#define DNNL_VERSION_PATCH 0\n")
+    monkeypatch.setattr(build, "find_headers", lambda: include)
+    libs = tmp_path / "libs"
+    libs.mkdir()
+    monkeypatch.setattr(build, "paddle_libs_dir", lambda: libs)
+    with pytest.raises(build.Unavailable, match=r"bundles no oneDNN .*CPU build \(pip install paddlepaddle\)"):
+        build.check_prerequisites()
+    (libs / "libdnnl.so.3").write_bytes(b"")
+    assert build.check_prerequisites() == (include, "/usr/bin/c++")
+    assert build.build_directory().name.endswith("-gpu")  # never shares a build with the CPU wheel
+
+
 @pytest.mark.parametrize("missing,message", [("find_compiler", "no C\\+\\+ compiler"),
-                                             ("find_headers", "pip install onednn-devel==2025.0.0")])
+                                             ("find_headers", "pip install onednn-devel-cpu-gomp==2023.2.0")])
 def test_missing_prerequisites_give_one_line_reasons(monkeypatch, missing, message):
-    if paddle.is_compiled_with_cuda():
-        pytest.skip("GPU build: the GPU reason comes first")
+    if not (build.paddle_libs_dir() / "libdnnl.so.3").is_file():
+        pytest.skip("this Paddle bundles no oneDNN: that reason comes first")
     monkeypatch.setattr(build, missing, lambda: None)
     with pytest.raises(build.Unavailable, match=message) as info:
         build.check_prerequisites()
     assert "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------------ export
+
+@pytest.mark.parametrize("name,size", [("lenet", 28), ("resnet18", 28), ("alexnet", 65), ("unet", 32)])
+def test_export_of_a_routed_model_holds_paddle_operators_only(tmp_path, name, size):
+    """Outside dynamic mode routed layers are Paddle's conv: jit.save works, the program has no custom op,
+    and the reloaded program computes what the (accelerated) eager model computes."""
+    paddle.seed(5)
+    model = get_model(name, input_size=size)
+    model.eval()
+    status = accel.apply(model, "auto", log=None)
+    assert status["enabled"] == accel.available()[0]
+    x = paddle.randn([3, 1, size, size])
+    eager = model(x)
+    path = str(tmp_path / "model")
+    paddle.jit.save(model, path, input_spec=[paddle.static.InputSpec([None, 1, size, size], "float32")])
+    assert sum(map(accel.conv.is_routed, model.sublayers())) == status["layers"]  # still routed in eager
+    assert rel_error(model(x), eager) == 0.0
+    ops = saved_op_types(path)
+    assert "conv2d" in ops and not [op for op in ops if "pcnn" in op], ops
+    if name == "unet":
+        assert "conv2d_transpose" in ops
+    loaded = paddle.jit.load(path)
+    loaded.eval()
+    assert rel_error(loaded(x), eager) <= 1e-5
+
+
+def saved_op_types(path: str) -> list:
+    """The operator types of a program saved by paddle.jit.save (PIR on Paddle 3, ProgramDesc on 2.6)."""
+    paddle.enable_static()
+    try:
+        program, _, _ = paddle.static.load_inference_model(path, paddle.static.Executor(paddle.CPUPlace()))
+        ops = program.global_block().ops
+        names = [op.name() if callable(getattr(op, "name", None)) else op.type for op in ops]
+    finally:
+        paddle.disable_static()
+    return [n.split(".", 1)[-1] for n in names]  # "pd_op.conv2d" -> "conv2d"

@@ -131,3 +131,160 @@ def test_check_passes_a_clean_folder_and_names_each_problem(tmp_path, data_dir, 
     assert any("generated table does not match" in p for p in problems)
     (folder / "curves.png").unlink()
     assert any("curves.png: missing" in p for p in homework.check(folder))
+
+
+# --------------------------------------------------------------------------- a folder checked against itself
+def _copy_section(tmp_path, section="lenet"):
+    import shutil
+
+    folder = tmp_path / section
+    shutil.copytree(REPO / "homework" / section, folder)
+    return folder
+
+
+def _edit(folder, change):
+    doc = json.loads((folder / "results.json").read_text())
+    change(doc)
+    (folder / "results.json").write_text(json.dumps(doc))
+
+
+MALFORMED = {
+    "task foo": (lambda d: d["runs"]["lenet"].update(task="foo"),
+                 "runs.lenet.task is 'foo', not one of classification, segmentation, detection"),
+    "history 5": (lambda d: d["runs"]["lenet"].update(history=5), "runs.lenet.history must be a list, got an integer 5"),
+    "runs [1]": (lambda d: d.update(runs=[1]), "runs must be an object, got a list [1]"),
+    "run 1": (lambda d: d["runs"].update(lenet=1), "runs.lenet must be an object, got an integer 1"),
+    "loss text": (lambda d: d["runs"]["lenet"]["history"][2].update(train_loss="low"),
+                  "runs.lenet.history[2].train_loss must be a number, got a string \"low\""),
+    "epochs float": (lambda d: d["runs"]["lenet"]["final"].update(epochs=20.0),
+                     "runs.lenet.final.epochs must be an integer, got a number 20.0"),
+    "data list": (lambda d: d["runs"]["lenet"].update(data=[]), "runs.lenet.data must be an object, got a list []"),
+    "no section": (lambda d: (d.clear(), d.update(x=1)), "the document lacks section, runs"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_check_names_a_malformed_field_in_one_line(tmp_path, case):
+    folder = _copy_section(tmp_path)
+    change, message = MALFORMED[case]
+    _edit(folder, change)
+    problems = homework.check(folder)
+    assert problems == [f"{folder / 'results.json'}: {message}"]
+
+
+def test_check_of_text_that_is_not_json_is_one_line(tmp_path, capsys):
+    from paddle_cnn import cli
+
+    folder = _copy_section(tmp_path)
+    (folder / "results.json").write_text('{"section": "lenet", "runs": {')
+    assert cli.main(["homework", "check", str(folder)]) == 1
+    out, err = capsys.readouterr()
+    (line,) = out.splitlines()
+    assert line.startswith(f"{folder / 'results.json'}: not valid JSON (") and line.endswith("line 1 column 31)")
+
+
+def test_check_finds_a_folder_that_disagrees_with_itself(tmp_path):
+    folder = _copy_section(tmp_path)
+    assert homework.check(folder) == []
+    path = folder / "results.json"
+    lenet = json.loads(path.read_text())["runs"]["lenet"]
+    last = lenet["history"][-1]["test_acc"]
+
+    _edit(folder, lambda d: d["runs"]["lenet"]["final"].update(test_acc=last + 0.05))
+    assert f"{path}: run 'lenet': final.test_acc is {last + 0.05} but the last history epoch has {last}" \
+        in homework.check(folder)
+
+    _copy_section(tmp_path / "b")
+    folder = tmp_path / "b" / "lenet"
+    path = folder / "results.json"
+    _edit(folder, lambda d: d["runs"]["lenet"]["history"].pop(5))    # an epoch lost in the middle
+    problems = homework.check(folder)
+    assert f"{path}: run 'lenet': history epochs are numbered 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 13, ..., " \
+           "not 1..19" in problems
+    assert f"{path}: run 'lenet': history holds 19 epochs but final.epochs is 20" in problems
+    assert f"{path}: run 'lenet': history holds 19 epochs but config.epochs is 20" in problems
+    assert any("final.wall_time is" in p and "the history's epochs add up to" in p for p in problems)
+
+    _copy_section(tmp_path / "c")
+    folder = tmp_path / "c" / "lenet"
+    (folder / "curves.png").write_text("a picture of learning curves")
+    assert homework.check(folder) == [f"{folder / 'curves.png'}: not a PNG image (its first bytes are not the "
+                                      "PNG signature)"]
+    blob = (REPO / "homework" / "lenet" / "curves.png").read_bytes()
+    (folder / "curves.png").write_bytes(blob[:200])                  # the signature, then nothing that decodes
+    (problem,) = homework.check(folder)
+    assert problem.startswith(f"{folder / 'curves.png'}: a damaged PNG image")
+
+
+# --------------------------------------------------------------------------- replaying a submission
+@pytest.fixture
+def recorded(tmp_path):
+    """A real 2-epoch lenet_relu run on synthetic data, recorded into a homework folder: (folder, data)."""
+    from paddle_cnn.trainer import config_for, run
+
+    make_fake_dataset(tmp_path / "d", n_train=300, n_test=50)
+    cfg = config_for("lenet_relu", "smoke", device="cpu", accel="off", epochs=2, schedule="onecycle")
+    result = run(cfg, None, data_dir=tmp_path / "d", progress=False, log=None)
+    homework.record(result, root=tmp_path / "hw")
+    return tmp_path / "hw" / "lenet", tmp_path / "d"
+
+
+def _verify(folder, data, capsys, *extra):
+    from paddle_cnn import cli
+
+    code = cli.main(["homework", "verify", str(folder), "--data-dir", str(data), *extra])
+    out, err = capsys.readouterr()
+    return code, out.splitlines(), err.splitlines()
+
+
+def test_verify_replays_the_first_epoch_exactly(recorded, capsys):
+    folder, data = recorded
+    code, out, err = _verify(folder, data, capsys)
+    assert code == 0 and err == []
+    assert out[0].startswith("replaying the first 1 epoch of 1 run") and "losses 3% relative, metrics 0.02" in out[0]
+    first = json.loads((folder / "results.json").read_text())["runs"]["lenet_relu"]["history"][0]
+    assert out[1] == (f"lenet_relu: 1 epoch matches exactly (same machine, Paddle, threads): train_loss "
+                      f"{first['train_loss']:.4f}, train_metric {first['train_metric']:.4f}, test_acc "
+                      f"{first['test_acc']:.4f}")
+    assert out[2] == "verdict: the run reproduces its recorded history"
+    code, out, err = _verify(folder, data, capsys, "--epochs", "2")   # both epochs: the one-cycle decay's end too
+    assert code == 0 and out[1].startswith("lenet_relu: 2 epochs match exactly")
+
+
+def test_verify_finds_a_changed_history(recorded, capsys):
+    folder, data = recorded
+    _edit(folder, lambda d: d["runs"]["lenet_relu"]["history"][0].update(
+        train_loss=d["runs"]["lenet_relu"]["history"][0]["train_loss"] * 0.999))
+    code, out, err = _verify(folder, data, capsys)
+    assert code == 1 and err == []
+    assert out[1].startswith("lenet_relu: MISMATCH in 1 epoch compared exactly: epoch 1: train_loss recorded")
+    assert out[2] == "verdict: 1 of 1 runs do not reproduce their history (lenet_relu)"
+
+
+def test_verify_off_this_machine_uses_the_stated_tolerance():
+    want = {"epoch": 1, "examples": 512, "lr_end": 0.05, "train_loss": 1.0, "train_metric": 0.5, "test_acc": 0.8,
+            "wall_time": 3.0}
+    near = {**want, "train_loss": 1.02, "test_acc": 0.79, "wall_time": 9.0}
+    assert homework._compare(want, near, exact=False) == []
+    assert homework._compare(want, near, exact=True) == ["train_loss recorded 1, replayed 1.02",
+                                                         "test_acc recorded 0.8, replayed 0.79"]
+    far = {**want, "train_loss": 1.04, "test_acc": 0.77, "examples": 511}
+    assert homework._compare(want, far, exact=False) == ["examples recorded 512, replayed 511",
+                                                         "train_loss recorded 1, replayed 1.04",
+                                                         "test_acc recorded 0.8, replayed 0.77"]
+
+
+def test_verify_refuses_other_data_and_bad_input_with_one_line(recorded, tmp_path, capsys):
+    folder, data = recorded
+    make_fake_dataset(tmp_path / "other", n_train=300, n_test=50, seed=1)
+    code, out, err = _verify(folder, tmp_path / "other", capsys)
+    assert code == 2 and out == [] and len(err) == 1
+    assert err[0].startswith(f"error: {folder / 'results.json'}: run 'lenet_relu' was trained on other data than")
+    assert "train-images-idx3-ubyte.gz" in err[0]
+    code, out, err = _verify(tmp_path / "nowhere", data, capsys)
+    assert code == 2 and err == [f"error: {tmp_path / 'nowhere'}: no results.json here or in its sub-folders"]
+    _edit(folder, lambda d: d["runs"]["lenet_relu"]["config"].update(optimizer="lion"))
+    code, out, err = _verify(folder, data, capsys)
+    assert code == 2 and len(err) == 1 and "has a config this version cannot replay (unknown optimizer 'lion'" in err[0]
+    code, out, err = _verify(folder, data, capsys, "--epochs", "0")
+    assert code == 2 and err == ["error: --epochs must be a whole number >= 1, got 0"]

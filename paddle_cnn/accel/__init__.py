@@ -11,17 +11,20 @@ it without touching the model's parameters or state dict::
     status = accel.apply(model, mode="auto")   # {"enabled", "reason", "onednn_version", "layers"}
     accel.remove(model)                         # back to Paddle's conv
 
-``auto`` uses the operator on a CPU-only Paddle build once it has built and
-passed a numerical self-check against ``F.conv2d``; otherwise it logs one
-line saying why Paddle's conv stays, and never raises. ``on`` raises a
+``auto`` uses the operator when training on the CPU (with Paddle's CPU
+build, or its GPU build on the CPU) once it has built and passed a
+numerical self-check against ``F.conv2d``, first in a separate process;
+otherwise it logs one line saying why Paddle's conv stays, and never
+raises. Outside dynamic mode (``paddle.jit.to_static`` / ``paddle.jit.save``)
+routed layers run Paddle's own convolution, so an exported program holds
+Paddle's standard operators only. ``on`` raises a
 RuntimeError when the operator cannot be used; ``off`` does nothing.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from .build import Unavailable, load_library
+from .build import Unavailable, build_note, load_library
 from .conv import conv2d, conv2d_transpose, current_threads, layer_supported, route, unroute
 
 MODES = ("auto", "on", "off")
@@ -34,13 +37,9 @@ _CHECKED: tuple | None = None  # available()'s answer, once the operator was tri
 
 
 def _why_not_here() -> str | None:
-    """What rules the operator out before any build: platform, GPU builds, device."""
+    """What rules the operator out before any build: the device (the platform is build.check_prerequisites')."""
     import paddle
 
-    if not sys.platform.startswith("linux"):
-        return f"the oneDNN operator is built on Linux only (this is {sys.platform})"
-    if paddle.is_compiled_with_cuda() or paddle.is_compiled_with_rocm():
-        return "this is a GPU build of Paddle; the oneDNN accelerator serves CPU-only builds"
     device = paddle.get_device()
     if not device.startswith("cpu"):
         return f"the current device is {device}, not the CPU"
@@ -122,8 +121,9 @@ def available() -> tuple:
     """(True, description) if the operator can be used here, else (False, why not).
 
     Builds (or loads the cached build of) the operator if needed and runs a
-    numerical self-check against ``F.conv2d``, once per process. Never builds
-    on GPU builds of Paddle. Never raises.
+    numerical self-check against ``F.conv2d``, once per process (a fresh
+    build is checked in a child process first). Never builds when the device
+    is not the CPU. Never raises.
     """
     global _CHECKED
     try:
@@ -175,6 +175,9 @@ def apply(model, mode: str = "auto", threads: int | None = None, log=print) -> d
         status["reason"] = "accel=off: Paddle's own convolution"
         return status
     ok, reason = available()
+    note = build_note()  # the first use in this environment compiled the operators: say so, once
+    if note:
+        _log(log, f"accel: {note}")
     if not ok:
         if mode == "on":
             raise RuntimeError(f"accel=on, but the oneDNN convolution cannot be used: {reason}")

@@ -9,14 +9,24 @@ library.
 What it needs, all checked before compiling, each missing piece reported in
 one sentence (:class:`Unavailable`):
 
-* Linux and a CPU build of Paddle that bundles oneDNN (``paddle/libs/libdnnl.so.3``):
-  the operator links against that very library, so the process never holds
-  two oneDNN copies.
+* Linux and a Paddle wheel that bundles oneDNN (``paddle/libs/libdnnl.so.3``;
+  the CPU and the GPU wheels both do): the operator links against that very
+  library, so the process never holds two oneDNN copies.
 * A C++ compiler (``c++``/``g++``).
-* oneDNN v3 headers: the ``onednn-devel`` wheel (requirements.txt pins the
-  version). Its ``dnnl_config.h`` describes Intel's SYCL/TBB build, while
-  Paddle's library uses OpenMP, so a patched copy of the headers goes into
-  the build directory; site-packages stays untouched.
+* oneDNN v3 headers: ``onednn-devel-cpu-gomp`` from requirements.txt (Linux
+  x86-64), or an ``onednn-devel`` wheel. Their ``dnnl_config.h`` may describe
+  another build than Paddle's (SYCL/TBB, experimental sparse memory), so a
+  patched copy of the headers goes into the build directory: OpenMP, no GPU,
+  no experimental API (whose symbols Paddle's library does not export);
+  site-packages stays untouched.
+
+A fresh build is loaded first in a child process, which runs the
+self-check; only a library that passed there is loaded into this process,
+so a missing symbol or a crash ends in a one-line reason, never in a dead
+training process. The first build says how long it took
+(:func:`build_note`). Deterministic failures (a compile error, a library
+that does not load or fails its check) are remembered next to the build
+until its inputs change; a timeout is not.
 """
 from __future__ import annotations
 
@@ -28,17 +38,23 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
-import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 NAME = "paddle_cnn_conv_onednn"
 SOURCE = Path(__file__).with_name("conv_onednn.cc")
-ONEDNN_DEVEL = "onednn-devel==2025.0.0"  # the headers requirements.txt installs
+SOURCES = (SOURCE,)  # every C++ file of the library, compiled together
+ONEDNN_HEADERS = "onednn-devel-cpu-gomp==2023.2.0"  # the headers requirements.txt installs (Linux x86-64)
+HEADER_DISTRIBUTIONS = ("onednn-devel-cpu-gomp", "onednn-devel")  # the latter: 2025.0 headers of earlier installs
+INSTALL_HINT = f"pip install {ONEDNN_HEADERS}"
 DNNL_RUNTIME_OMP = 2  # DNNL_RUNTIME_OMP in dnnl_config.h
 BUILD_TIMEOUT_S = 1200
+CHILD_CHECK_TIMEOUT_S = 600  # importing Paddle plus the self-check, on a busy machine
+CHILD_ENV = "PADDLE_CNN_ACCEL_CHILD"  # set in the child that checks a build: load that build, no lock
 # Plans (primitives + reorders) kept per kind: forward, backward-data, backward-weights. A plan
 # costs ~10 KB; ResNet-18 needs 11 per batch size (train, last partial batch, evaluation).
 CACHE_CAPACITY = 48
@@ -46,6 +62,10 @@ CACHE_CAPACITY = 48
 
 class Unavailable(RuntimeError):
     """The operator cannot be built or loaded here; the message says why in one sentence."""
+
+
+class Transient(Unavailable):
+    """A failure that may not happen again (a timeout, a killed process): not remembered in the cache."""
 
 
 @dataclass
@@ -88,6 +108,7 @@ class Library:
 
 _LIBRARY: Library | None = None
 _FAILURE: str | None = None
+_BUILD_NOTE: str | None = None  # what a build in this process did, for one log line (build_note())
 
 
 def paddle_libs_dir() -> Path:
@@ -105,9 +126,11 @@ def cache_root() -> Path:
 
 
 def build_directory() -> Path:
+    """One directory per Paddle version and build kind (the CPU and GPU wheels bundle different files)."""
     import paddle
 
-    return cache_root() / paddle.__version__
+    kind = "-gpu" if paddle.is_compiled_with_cuda() or paddle.is_compiled_with_rocm() else ""
+    return cache_root() / f"{paddle.__version__}{kind}"
 
 
 def find_compiler() -> str | None:
@@ -118,19 +141,27 @@ def find_compiler() -> str | None:
 
 
 def find_headers() -> Path | None:
-    """The include directory holding ``oneapi/dnnl/dnnl.hpp`` (onednn-devel first)."""
+    """The include directory holding ``oneapi/dnnl/dnnl.hpp``.
+
+    In order: ``PADDLE_CNN_ONEDNN_INCLUDE``, the pip wheels of
+    :data:`HEADER_DISTRIBUTIONS` (both put ``include/oneapi/dnnl/`` under the
+    environment's prefix, or the user base with ``--user``), then the usual
+    system places.
+    """
+    from importlib import metadata
+
     candidates = []
     env = os.environ.get("PADDLE_CNN_ONEDNN_INCLUDE")
     if env:
         candidates.append(Path(env))
-    try:
-        from importlib import metadata
-
-        for f in metadata.distribution("onednn-devel").files or ():
+    for dist in HEADER_DISTRIBUTIONS:
+        try:
+            files = metadata.distribution(dist).files or ()
+        except Exception:  # not installed, or metadata without a file list
+            continue
+        for f in files:
             if str(f).replace("\\", "/").endswith("include/oneapi/dnnl/dnnl.hpp"):
                 candidates.append(Path(f.locate()).resolve().parents[2])
-    except Exception:  # not installed, or metadata without a file list
-        pass
     candidates += [Path(sys.prefix) / "include", Path("/usr/local/include"), Path("/usr/include")]
     for c in candidates:
         if (c / "oneapi" / "dnnl" / "dnnl.hpp").is_file():
@@ -147,13 +178,20 @@ def header_version(include: Path) -> tuple:
 
 
 def patched_config(text: str) -> str:
-    """dnnl_config.h for Paddle's oneDNN: OpenMP on the CPU, no GPU, no SYCL."""
+    """dnnl_config.h for Paddle's oneDNN: OpenMP on the CPU, no GPU, no SYCL, no experimental API.
+
+    Experimental features change the public API (with ``DNNL_EXPERIMENTAL_SPARSE``
+    the 2023.2 headers call ``dnnl_memory_create_v2``, which Paddle's library
+    does not export), so every ``DNNL_EXPERIMENTAL*`` define is switched off,
+    whatever the headers' version.
+    """
     rules = [
         (r"(#define DNNL_CPU_THREADING_RUNTIME\s+)DNNL_RUNTIME_\w+", r"\1DNNL_RUNTIME_OMP"),
         (r"(#define DNNL_CPU_RUNTIME\s+)DNNL_RUNTIME_\w+", r"\1DNNL_RUNTIME_OMP"),
         (r"(#define DNNL_GPU_RUNTIME\s+)DNNL_RUNTIME_\w+", r"\1DNNL_RUNTIME_NONE"),
         (r"(#define DNNL_GPU_VENDOR\s+)DNNL_VENDOR_\w+", r"\1DNNL_VENDOR_NONE"),
         (r"^(#define (DNNL_WITH_SYCL|DNNL_WITH_LEVEL_ZERO|DNNL_SYCL_\w+)\b.*)$", r"/* \1 (off for Paddle's build) */"),
+        (r"^(#define DNNL_EXPERIMENTAL\w*\b.*)$", r"/* \1 (off: Paddle's library may not export it) */"),
     ]
     for pattern, replacement in rules[:3]:
         if not re.search(pattern, text):
@@ -163,8 +201,8 @@ def patched_config(text: str) -> str:
     return text
 
 
-def prepare_sources(include: Path, build_dir: Path) -> Path:
-    """Copy the operator source and the (patched) headers into the build directory."""
+def prepare_sources(include: Path, build_dir: Path) -> None:
+    """Copy the operator sources and the (patched) headers into the build directory."""
     dst = build_dir / "include" / "oneapi" / "dnnl"
     if dst.exists():
         shutil.rmtree(dst)
@@ -174,9 +212,8 @@ def prepare_sources(include: Path, build_dir: Path) -> Path:
             shutil.copyfile(f, dst / f.name)
     config = dst / "dnnl_config.h"
     config.write_text(patched_config(config.read_text()))
-    source = build_dir / SOURCE.name
-    shutil.copyfile(SOURCE, source)
-    return source
+    for source in SOURCES:
+        shutil.copyfile(source, build_dir / source.name)
 
 
 def fingerprint(include: Path, compiler: str) -> dict:
@@ -184,7 +221,9 @@ def fingerprint(include: Path, compiler: str) -> dict:
     so venvs of one Paddle version share a build instead of rebuilding it in turn."""
     import paddle
 
-    digest = hashlib.sha256(SOURCE.read_bytes())
+    digest = hashlib.sha256()
+    for source in SOURCES:
+        digest.update(source.read_bytes())
     for name in ("dnnl.hpp", "dnnl.h", "dnnl_config.h", "dnnl_types.h", "dnnl_version.h"):
         path = include / "oneapi" / "dnnl" / name
         if path.is_file():
@@ -195,6 +234,7 @@ def fingerprint(include: Path, compiler: str) -> dict:
         "paddle_commit": getattr(paddle.version, "commit", ""),
         "compiler": compiler,
         "headers": ".".join(map(str, header_version(include))),
+        "paddle_libdnnl_bytes": (paddle_libs_dir() / "libdnnl.so.3").stat().st_size,
     }
 
 
@@ -212,23 +252,25 @@ def file_lock(path: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def compile_library(source: Path, build_dir: Path, log_path: Path) -> None:
-    """Run ``paddle.utils.cpp_extension.load`` in a child process, its output into a log file."""
+def extension_args(build_dir: Path) -> dict:
+    """The arguments of ``paddle.utils.cpp_extension.load`` for this library (written once)."""
     libs = paddle_libs_dir()
-    script = textwrap.dedent(
-        f"""
-        from paddle.utils.cpp_extension import load
-        load(
-            name={NAME!r},
-            sources=[{str(source)!r}],
-            extra_cxx_cflags=["-O2", "-std=c++17"],
-            extra_ldflags=["-L{libs}", "-l:libdnnl.so.3", "-Wl,-rpath,{libs}", "-ldl"],
-            extra_include_paths=[{str(build_dir / "include")!r}],
-            build_directory={str(build_dir)!r},
-            verbose=True,
-        )
-        """
+    return dict(
+        name=NAME,
+        sources=[str(build_dir / source.name) for source in SOURCES],
+        extra_cxx_cflags=["-O2", "-std=c++17"],
+        extra_ldflags=[f"-L{libs}", "-l:libdnnl.so.3", f"-Wl,-rpath,{libs}", "-ldl"],
+        extra_include_paths=[str(build_dir / "include")],
+        build_directory=str(build_dir),
     )
+
+
+def compile_library(build_dir: Path, log_path: Path) -> None:
+    """Run ``paddle.utils.cpp_extension.load`` in a child process, its output into a log file.
+
+    A compiler error raises :class:`Unavailable`; a timeout or a killed compiler :class:`Transient`.
+    """
+    script = f"from paddle.utils.cpp_extension import load\nload(**{extension_args(build_dir)!r}, verbose=True)\n"
     env = dict(os.environ, PADDLE_EXTENSION_DIR=str(build_dir))
     with open(log_path, "w") as log:
         try:
@@ -237,10 +279,16 @@ def compile_library(source: Path, build_dir: Path, log_path: Path) -> None:
                 env=env, cwd=str(build_dir), timeout=BUILD_TIMEOUT_S,
             )
         except subprocess.TimeoutExpired:
-            raise Unavailable(f"building the oneDNN operator took over {BUILD_TIMEOUT_S} s (log: {log_path})")
+            raise Transient(f"building the oneDNN operator took over {BUILD_TIMEOUT_S} s (log: {log_path})")
+    if done.returncode < 0:
+        raise Transient(f"the compiler was stopped by signal {-done.returncode} (log: {log_path})")
     if done.returncode != 0:
-        tail = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if "error" in line.lower()]
+        lines = log_path.read_text(errors="replace").splitlines()
+        tail = [line.strip() for line in lines if "error" in line.lower()]
         hint = f": {tail[0][:200]}" if tail else ""
+        if _gpu_build() and any("cuda" in line.lower() for line in tail):
+            hint += ("; a GPU build of Paddle compiles custom operators against the CUDA toolkit's headers, "
+                     "which this machine lacks (Paddle's CPU build, pip install paddlepaddle, needs none)")
         raise Unavailable(f"compiling the oneDNN operator failed{hint} (full log: {log_path})")
 
 
@@ -248,25 +296,98 @@ def library_file(build_dir: Path) -> Path:
     return build_dir / NAME / f"{NAME}.so"
 
 
-def import_ops(build_dir: Path):
-    """Register the built operators with Paddle and return the generated Python module."""
+def open_library(build_dir: Path) -> Library:
+    """Load a built library into this process and register its operators with Paddle.
+
+    ctypes opens it first, with every symbol bound at once (``RTLD_NOW``): a
+    symbol Paddle's oneDNN lacks is then an ``OSError`` here, not a
+    ``symbol lookup error`` that ends the process at the first call. Paddle's
+    loader then gets the same handle, so there is one copy.
+    """
     from paddle.utils.cpp_extension import extension_utils
 
-    importer = getattr(extension_utils, "_import_module_from_library", None)
-    if importer is not None:
-        with _quiet(getattr(extension_utils, "logger", None)):  # it logs "using custom operator only"
-            return importer(NAME, str(build_dir / NAME), False)
-    # Without that helper, load() itself re-runs the (up-to-date) build and imports.
-    from paddle.utils.cpp_extension import load
+    so = library_file(build_dir)
+    try:
+        cdll = ctypes.CDLL(str(so), mode=os.RTLD_NOW)
+    except OSError as e:
+        raise Unavailable(_missing_symbol_reason(str(e)) or f"the built oneDNN operator does not load: {_first_line(e)}")
+    with _quiet(getattr(extension_utils, "logger", None)):  # it logs "using custom operator only"
+        ops = extension_utils._import_module_from_library(NAME, str(build_dir / NAME), False)
+    cdll.pcnn_dnnl_library_path.restype = ctypes.c_char_p
+    cdll.pcnn_workspace_bytes.restype = ctypes.c_int64
+    library = Library(ops=ops, cdll=cdll, path=so)
+    library.set_cache_capacity(CACHE_CAPACITY)
+    return library
 
-    libs = paddle_libs_dir()
-    with contextlib.redirect_stdout(open(os.devnull, "w")):
-        return load(
-            name=NAME, sources=[str(build_dir / SOURCE.name)],
-            extra_cxx_cflags=["-O2", "-std=c++17"],
-            extra_ldflags=[f"-L{libs}", "-l:libdnnl.so.3", f"-Wl,-rpath,{libs}", "-ldl"],
-            extra_include_paths=[str(build_dir / "include")], build_directory=str(build_dir),
-        )
+
+# The child that checks a fresh build: import Paddle on the CPU, load the library, run accel's
+# self-check, print the answer after a marker. A crash or a missing symbol only ends this child.
+_CHILD_MARK = "PADDLE_CNN_ACCEL_CHECK "
+_CHILD_SCRIPT = f"""
+import json
+from paddle_cnn import accel  # first, as a training script would (it sets CPU threads before Paddle starts)
+import paddle
+paddle.set_device("cpu")
+ok, reason = accel.available()
+print({_CHILD_MARK!r} + json.dumps({{"ok": ok, "reason": reason}}), flush=True)
+"""
+
+
+def check_in_child(build_dir: Path, log_path: Path, command: list | None = None) -> None:
+    """Load ``build_dir``'s library in a child process and self-check it there; Unavailable if that fails.
+
+    ``command`` replaces the child's command line (tests).
+    """
+    package_root = str(Path(__file__).resolve().parents[2])  # the paddle_cnn this process imported
+    env = dict(os.environ, **{CHILD_ENV: str(build_dir)})
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    with open(log_path, "w") as log:
+        try:
+            done = subprocess.run(command or [sys.executable, "-c", _CHILD_SCRIPT], stdout=subprocess.PIPE,
+                                  stderr=log, env=env, cwd=str(build_dir), timeout=CHILD_CHECK_TIMEOUT_S, text=True)
+        except subprocess.TimeoutExpired:
+            raise Transient(f"checking the built oneDNN operator took over {CHILD_CHECK_TIMEOUT_S} s "
+                            f"(log: {log_path})")
+    answer = [line[len(_CHILD_MARK):] for line in done.stdout.splitlines() if line.startswith(_CHILD_MARK)]
+    if done.returncode == 0 and answer:
+        result = json.loads(answer[-1])
+        if not result["ok"]:
+            raise Unavailable(result["reason"])
+        return
+    errors = log_path.read_text(errors="replace").splitlines()
+    reason = _missing_symbol_reason("\n".join(errors))
+    if reason:
+        raise Unavailable(f"{reason} (log: {log_path})")
+    if done.returncode in (-signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT):
+        raise Transient(f"the process checking the oneDNN operator was stopped (signal {-done.returncode}; "
+                        f"log: {log_path})")
+    if done.returncode < 0:
+        raise Unavailable(f"the oneDNN operator crashed its check process (signal {-done.returncode}; "
+                          f"log: {log_path})")
+    last = errors[-1].strip()[:200] if errors else "no output"
+    raise Unavailable(f"the process checking the oneDNN operator ended with exit code {done.returncode}: {last} "
+                      f"(log: {log_path})")
+
+
+def _missing_symbol_reason(text: str) -> str | None:
+    """A loader's "undefined symbol: X" / "symbol lookup error" as one sentence with the fix, else None."""
+    found = re.search(r"undefined symbol: (\S+)", text)
+    if not found and "symbol lookup error" not in text:
+        return None
+    symbol = found.group(1) if found else "a symbol"
+    return (f"the built oneDNN operator needs {symbol}, which Paddle's oneDNN does not export (headers newer "
+            f"than Paddle's oneDNN? {INSTALL_HINT} installs the headers this package is tested with)")
+
+
+def _first_line(error) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+def _gpu_build() -> bool:
+    import paddle
+
+    return bool(paddle.is_compiled_with_cuda() or paddle.is_compiled_with_rocm())
 
 
 @contextlib.contextmanager
@@ -283,24 +404,25 @@ def _quiet(logger):
 
 
 def check_prerequisites() -> tuple:
-    """(include dir, compiler) or :class:`Unavailable` naming the first thing missing."""
-    import paddle
+    """(include dir, compiler) or :class:`Unavailable` naming the first thing missing.
 
+    The one platform check: Linux, and a Paddle wheel with its own oneDNN
+    (the CPU build; the GPU build too, when it trains on the CPU).
+    """
     if not sys.platform.startswith("linux"):
         raise Unavailable(f"the oneDNN operator is built on Linux only (this is {sys.platform})")
-    if paddle.is_compiled_with_cuda() or paddle.is_compiled_with_rocm():
-        raise Unavailable("this is a GPU build of Paddle; the oneDNN operator is for CPU-only builds")
     if not (paddle_libs_dir() / "libdnnl.so.3").is_file():
-        raise Unavailable(f"this Paddle build bundles no oneDNN (no {paddle_libs_dir() / 'libdnnl.so.3'})")
+        instead = "; Paddle's x86-64 Linux CPU build (pip install paddlepaddle) bundles it" if _gpu_build() else ""
+        raise Unavailable(f"this Paddle build bundles no oneDNN (no {paddle_libs_dir() / 'libdnnl.so.3'}){instead}")
     compiler = find_compiler()
     if compiler is None:
         raise Unavailable("no C++ compiler found (install g++, e.g. `apt-get install g++`)")
     include = find_headers()
     if include is None:
-        raise Unavailable(f"the oneDNN headers are missing (pip install {ONEDNN_DEVEL})")
+        raise Unavailable(f"the oneDNN headers are missing ({INSTALL_HINT})")
     major = header_version(include)[0]
     if major != 3:
-        raise Unavailable(f"the oneDNN headers in {include} are version {major}.x; v3 is needed ({ONEDNN_DEVEL})")
+        raise Unavailable(f"the oneDNN headers in {include} are version {major}.x; v3 is needed ({INSTALL_HINT})")
     return include, compiler
 
 
@@ -333,36 +455,67 @@ def _read_json(path: Path):
         return None
 
 
+def build_note() -> str | None:
+    """The line to show once after this process built the library (then None): how long, where."""
+    global _BUILD_NOTE
+    note, _BUILD_NOTE = _BUILD_NOTE, None
+    return note
+
+
+def _remember(failed_path: Path, wanted: dict, error: Unavailable) -> None:
+    """Keep a deterministic failure beside the build, so other processes report it without retrying."""
+    if not isinstance(error, Transient):
+        failed_path.write_text(json.dumps({"fingerprint": wanted, "reason": str(error)}, indent=1))
+
+
 def _load() -> Library:
+    global _BUILD_NOTE
+    child_dir = os.environ.get(CHILD_ENV)
+    if child_dir:  # the child that checks a fresh build: its parent built it and holds the lock
+        return open_library(Path(child_dir))
     include, compiler = check_prerequisites()
     build_dir = build_directory()
     stamp_path, failed_path = build_dir / "stamp.json", build_dir / "failed.json"
+    compiled_s = checked_s = None
     with file_lock(build_dir / ".lock"):
         wanted = fingerprint(include, compiler)
         so = library_file(build_dir)
-        built, failed = _read_json(stamp_path), _read_json(failed_path)
+        stamp, failed = _read_json(stamp_path), _read_json(failed_path)
         if failed and failed.get("fingerprint") == wanted:
-            # The same sources failed before: say so at once instead of compiling again in every process.
+            # The same inputs failed before: say so at once instead of compiling again in every process.
             raise Unavailable(f"{failed['reason']} [earlier attempt; delete {build_dir} to retry]")
-        if built != wanted or not so.is_file():
+        if not (isinstance(stamp, dict) and stamp.get("fingerprint") == wanted and so.is_file()):
             for stale in (build_dir / NAME, stamp_path, failed_path):
                 if stale.is_dir():
                     shutil.rmtree(stale)
                 elif stale.exists():
                     stale.unlink()
+            start = time.monotonic()
             try:
-                source = prepare_sources(include, build_dir)
-                compile_library(source, build_dir, build_dir / "build.log")
+                prepare_sources(include, build_dir)
+                compile_library(build_dir, build_dir / "build.log")
                 if not so.is_file():
                     raise Unavailable(f"the build finished without {so} (log: {build_dir / 'build.log'})")
             except Unavailable as e:
-                failed_path.write_text(json.dumps({"fingerprint": wanted, "reason": str(e)}, indent=1))
+                _remember(failed_path, wanted, e)
                 raise
-            stamp_path.write_text(json.dumps(wanted, indent=1))
-        ops = import_ops(build_dir)
-    cdll = ctypes.CDLL(str(so))  # the same handle Paddle opened: no second copy
-    cdll.pcnn_dnnl_library_path.restype = ctypes.c_char_p
-    cdll.pcnn_workspace_bytes.restype = ctypes.c_int64
-    library = Library(ops=ops, cdll=cdll, path=so)
-    library.set_cache_capacity(CACHE_CAPACITY)
+            compiled_s = time.monotonic() - start
+            stamp = {"fingerprint": wanted, "checked_in_child": False}
+            stamp_path.write_text(json.dumps(stamp, indent=1))
+        if not stamp.get("checked_in_child"):
+            start = time.monotonic()
+            try:
+                check_in_child(build_dir, build_dir / "check.log")
+            except Unavailable as e:
+                _remember(failed_path, wanted, e)
+                raise
+            checked_s = time.monotonic() - start
+            stamp["checked_in_child"] = True
+            stamp_path.write_text(json.dumps(stamp, indent=1))
+        library = open_library(build_dir)
+    if compiled_s is not None:
+        _BUILD_NOTE = (f"compiled the oneDNN operators once in {compiled_s:.0f} s and self-checked them in a "
+                       f"separate process in {checked_s:.0f} s (cached in {build_dir})")
+    elif checked_s is not None:
+        _BUILD_NOTE = f"self-checked the cached oneDNN operators in a separate process in {checked_s:.0f} s"
     return library

@@ -7,7 +7,9 @@ Routing replaces the ``forward`` of each chosen ``nn.Conv2D`` /
 the state dict stay as they are, so checkpoints move freely between
 accelerated and plain models. Inputs the operator does not cover (not
 float32, not on the CPU, empty, an explicit ``output_size``) go to Paddle's
-own forward at call time.
+own forward at call time, and so does every call outside dynamic mode
+(``paddle.jit.to_static``, ``paddle.jit.save``): an exported program holds
+Paddle's standard operators only, loadable wherever Paddle Inference runs.
 """
 from __future__ import annotations
 
@@ -189,7 +191,8 @@ def layer_supported(layer: nn.Layer) -> str | None:
 def _routed_forward(self, x):
     """Conv2D.forward through oneDNN (installed on an instance by route())."""
     route = self.__dict__["_pcnn_accel_route"]
-    if x.dtype != paddle.float32 or x.ndim != 4 or not x.place.is_cpu_place() or x.shape[0] == 0:
+    if (not paddle.in_dynamic_mode() or x.dtype != paddle.float32 or x.ndim != 4 or not x.place.is_cpu_place()
+            or x.shape[0] == 0):
         return type(self).forward(self, x)
     if self._padding_mode != "zeros":
         x = F.pad(x, self._reversed_padding_repeated_twice, mode=self._padding_mode,
@@ -204,8 +207,8 @@ def _routed_forward(self, x):
 def _routed_transpose_forward(self, x, output_size=None):
     """Conv2DTranspose.forward through oneDNN; an explicit output_size goes to Paddle's."""
     route = self.__dict__["_pcnn_accel_route"]
-    if (output_size is not None or x.dtype != paddle.float32 or x.ndim != 4 or not x.place.is_cpu_place()
-            or x.shape[0] == 0):
+    if (not paddle.in_dynamic_mode() or output_size is not None or x.dtype != paddle.float32 or x.ndim != 4
+            or not x.place.is_cpu_place() or x.shape[0] == 0):
         return type(self).forward(self, x, output_size)
     return _run(load_library(), x, self.weight, self.bias, self._stride, route["pads"], self._dilation,
                 route["threads"], transposed=True)
