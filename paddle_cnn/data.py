@@ -432,7 +432,58 @@ def epoch_indices(num: int, batch_size: int, seed: int, epoch: int, rank: int = 
         yield order[start:min(start + local, num)]
 
 
-class FashionMNIST:
+class DeviceSplits:
+    """A train and a test split resident on the device (uint8 inputs ``train_x``/``test_x`` and targets
+    ``train_t``/``test_t``), served as ready-to-train batches: what Fashion-MNIST and its scenes share.
+
+    A subclass sets the four tensors and ``seed`` and gives ``prepare`` (uint8 -> normalised float, whole
+    batch at once); ``augment_batch`` (training only) and ``target`` (a dtype cast) are optional.
+    """
+
+    seed = 0
+
+    @property
+    def num_train(self) -> int:
+        return int(self.train_x.shape[0])
+
+    @property
+    def num_test(self) -> int:
+        return int(self.test_x.shape[0])
+
+    def steps_per_epoch(self, batch_size: int, drop_last: bool = True) -> int:
+        return steps_per_epoch(self.num_train, batch_size, drop_last)
+
+    def prepare(self, x_uint8):
+        raise NotImplementedError
+
+    def target(self, t):
+        return t
+
+    def augment_batch(self, x, t):
+        return x, t
+
+    def train_batches(self, batch_size: int, epoch: int, drop_last: bool = True, rank: int = 0,
+                      world: int = 1) -> Iterator:
+        """Shuffled (x, target) batches for one epoch; the order depends only on (seed, epoch).
+
+        Augmentation draws from Paddle's generator on the device (the trainer seeds
+        it per epoch and process). With ``world`` processes each yields its slice
+        of the global batch (:func:`epoch_indices`).
+        """
+        import paddle
+
+        for idx in epoch_indices(self.num_train, batch_size, self.seed, epoch, rank, world, drop_last):
+            x = self.prepare(paddle.gather(self.train_x, idx))
+            yield self.augment_batch(x, self.target(paddle.gather(self.train_t, idx)))
+
+    def test_batches(self, batch_size: int = 1000) -> Iterator:
+        """The test split in order, in batches of ``batch_size``."""
+        for start in range(0, self.num_test, batch_size):
+            yield (self.prepare(self.test_x[start:start + batch_size]),
+                   self.target(self.test_t[start:start + batch_size]))
+
+
+class FashionMNIST(DeviceSplits):
     """Fashion-MNIST resident on the device, served as ready-to-train float batches.
 
     Needs the Fashion-MNIST files, so the test suite skips it:
@@ -463,20 +514,9 @@ class FashionMNIST:
         test_idx = stratified_subset(arrays.test_labels, test_subset, TEST_SUBSET_SEED)
         # uint8 on the device: 47 MB for all 60k images, a quarter of float32.
         self.train_x = paddle.to_tensor(arrays.train_images[train_idx][:, None])  # [N, 1, 28, 28]
-        self.train_y = paddle.to_tensor(arrays.train_labels[train_idx].astype("int64"))
+        self.train_t = paddle.to_tensor(arrays.train_labels[train_idx].astype("int64"))
         self.test_x = paddle.to_tensor(arrays.test_images[test_idx][:, None])
-        self.test_y = paddle.to_tensor(arrays.test_labels[test_idx].astype("int64"))
-
-    @property
-    def num_train(self) -> int:
-        return int(self.train_y.shape[0])
-
-    @property
-    def num_test(self) -> int:
-        return int(self.test_y.shape[0])
-
-    def steps_per_epoch(self, batch_size: int, drop_last: bool = True) -> int:
-        return steps_per_epoch(self.num_train, batch_size, drop_last)
+        self.test_t = paddle.to_tensor(arrays.test_labels[test_idx].astype("int64"))
 
     def prepare(self, x_uint8):
         """uint8 [N, 1, 28, 28] -> normalised float32 [N, 1, R, R], whole batch at once."""
@@ -487,28 +527,12 @@ class FashionMNIST:
             x = F.interpolate(x, size=[self.resize, self.resize], mode="bilinear", align_corners=False)
         return (x - MEAN) * (1.0 / STD)
 
-    def train_batches(self, batch_size: int, epoch: int, drop_last: bool = True, rank: int = 0,
-                      world: int = 1) -> Iterator:
-        """Shuffled (x, y) batches for one epoch; the order depends only on (seed, epoch).
-
-        Augmentation draws from Paddle's generator on the device (the trainer seeds
-        it per epoch and process). With ``world`` processes each yields its slice
-        of the global batch (:func:`epoch_indices`).
-        """
-        import paddle
-
-        for idx in epoch_indices(self.num_train, batch_size, self.seed, epoch, rank, world, drop_last):
-            x = self.prepare(paddle.gather(self.train_x, idx))
-            if self.augment != "none":
-                x = augment_batch(x, self.augment)
-            if self.erase:
-                x = random_erase(x, self.erase)
-            yield x, paddle.gather(self.train_y, idx)
-
-    def test_batches(self, batch_size: int = 1000) -> Iterator:
-        """The test set in order, in batches of ``batch_size``."""
-        for start in range(0, self.num_test, batch_size):
-            yield self.prepare(self.test_x[start:start + batch_size]), self.test_y[start:start + batch_size]
+    def augment_batch(self, x, y):
+        if self.augment != "none":
+            x = augment_batch(x, self.augment)
+        if self.erase:
+            x = random_erase(x, self.erase)
+        return x, y
 
 
 def random_erase(x, probability: float, area=(0.02, 0.4), aspect: float = 0.3):

@@ -43,11 +43,11 @@ normalisation on the device (:class:`FashionScenes`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .data import MEAN, STD, FashionMNISTArrays, epoch_indices, load_fashion_mnist, steps_per_epoch
+from .data import DeviceSplits, MEAN, STD, FashionMNISTArrays, load_fashion_mnist
 
 SPLITS = {"train": 0, "test": 1}
 NUM_SEG_CLASSES = 11  # background + the 10 Fashion-MNIST classes
@@ -231,7 +231,7 @@ def generate_scenes(images: np.ndarray, labels: np.ndarray, split: str, indices:
 
 
 # --------------------------------------------------------------------------- device batches
-class FashionScenes:
+class FashionScenes(DeviceSplits):
     """Scenes resident on the device, served like :class:`paddle_cnn.data.FashionMNIST`.
 
     ``x`` is the normalised float32 canvas [B, 1, S, S]. The target is what
@@ -286,37 +286,22 @@ class FashionScenes:
     def canvas(self) -> int:
         return self.config.canvas
 
-    @property
-    def num_train(self) -> int:
-        return int(self.train_x.shape[0])
-
-    @property
-    def num_test(self) -> int:
-        return int(self.test_x.shape[0])
-
-    def steps_per_epoch(self, batch_size: int, drop_last: bool = True) -> int:
-        return steps_per_epoch(self.num_train, batch_size, drop_last)
-
     @staticmethod
     def prepare(x_uint8):
         """uint8 [B, 1, S, S] -> normalised float32, the statistics of Fashion-MNIST classification."""
         return (x_uint8.astype("float32") * (1.0 / 255.0) - MEAN) * (1.0 / STD)
 
-    def _target(self, t):
+    def target(self, t):
         return t if str(t.dtype).endswith(self.target_dtype) else t.astype(self.target_dtype)
 
-    def train_batches(self, batch_size: int, epoch: int, drop_last: bool = True, rank: int = 0,
-                      world: int = 1) -> Iterator:
-        """Shuffled (x, target) batches; the order depends only on (seed, epoch), flips on Paddle's
-        generator (seeded per epoch by the trainer). ``rank``/``world``: this process's slice of the
-        global batch (:func:`paddle_cnn.data.epoch_indices`)."""
+    def augment_batch(self, x, t):
+        """With ``augment='flip'``, mirror half of the batch, image and target together (Paddle's generator,
+        seeded per epoch by the trainer)."""
         import paddle
 
-        for idx in epoch_indices(self.num_train, batch_size, self.seed, epoch, rank, world, drop_last):
-            x, t = self.prepare(paddle.gather(self.train_x, idx)), self._target(paddle.gather(self.train_t, idx))
-            if self.augment == "flip":
-                x, t = self._flip(x, t, paddle.rand([int(idx.shape[0])]) < 0.5)
-            yield x, t
+        if self.augment == "flip":
+            x, t = self._flip(x, t, paddle.rand([int(x.shape[0])]) < 0.5)
+        return x, t
 
     def _flip(self, x, t, sel):
         """Mirror the examples where ``sel`` (bool [B] on the device) holds; mirrored maps swap their
@@ -335,9 +320,3 @@ class FashionScenes:
                 self._flip_perm = paddle.to_tensor(perm)
             flipped = paddle.index_select(flipped, self._flip_perm, axis=1)
         return x, paddle.where(sel.reshape([-1, 1, 1, 1]), flipped, t)
-
-    def test_batches(self, batch_size: int = 500) -> Iterator:
-        """The test scenes in order, in batches of ``batch_size``."""
-        for start in range(0, self.num_test, batch_size):
-            yield (self.prepare(self.test_x[start:start + batch_size]),
-                   self._target(self.test_t[start:start + batch_size]))
