@@ -221,8 +221,7 @@ def test_exercise_cells_hold_only_the_empty_scaffold_before_the_homework_record(
     """Each section's exercise is checked in the notebook, unsolved there, before ``homework.record``."""
     exercises = pytest.importorskip("paddle_cnn.exercises")
     section = NAME.match(path.name).group(2)
-    expected = exercises.SECTION_EXERCISE.get(section, ())
-    expected = {expected} if isinstance(expected, str) else set(expected)
+    expected = set(exercises.section_exercises(section))
     found, solved, first_check, first_record = set(), [], None, None
     for i, cell in enumerate(code_cells(read(path)), 1):
         tree = parse(cell.source)
