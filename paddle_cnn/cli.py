@@ -8,6 +8,8 @@
     paddle-cnn homework verify homework/lenet  re-run each recorded run's first epoch and compare
     paddle-cnn data check                   where the data was found, its sha256 sums, its content checked
     paddle-cnn doctor [--json]              versions, devices, data and tuning: paste it into a question
+    paddle-cnn export runs/lenet-cpu [--format onnx]  the run as a Paddle Inference (or ONNX) model
+    paddle-cnn predict RUN_OR_EXPORT shirt.png       top-3 classes (masks or boxes: a picture) of your pictures
 
 Every field of :class:`paddle_cnn.trainer.TrainConfig` is a ``train`` flag
 (``--batch-size``, ``--augment``, ``--schedule`` ...), generated from the
@@ -22,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import signal
 import sys
+import warnings
 from dataclasses import MISSING, fields
 from pathlib import Path
 
@@ -110,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["check"])
     p.add_argument("--data-dir")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading")
+
+    p = sub.add_parser("export", help="turn a run's checkpoint into a Paddle Inference model (or ONNX)")
+    p.add_argument("run", metavar="RUN_DIR", help="a `paddle-cnn train --out` folder")
+    p.add_argument("--out", help="output folder (default RUN_DIR/export)")
+    p.add_argument("--format", default="paddle", choices=["paddle", "onnx"],
+                   help="paddle: Paddle Inference files; onnx: those plus model.onnx (needs paddle2onnx)")
+
+    p = sub.add_parser("predict", help="your own pictures through a trained run or an export")
+    p.add_argument("source", metavar="RUN_DIR_OR_EXPORT", help="a run folder or a `paddle-cnn export` folder")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG/JPEG pictures, any size, colour or grey")
+    p.add_argument("--out", help="folder for the mask/box pictures of U-Net and DenseBox (default: here)")
 
     sub.add_parser("doctor", help="versions, devices, data and CPU tuning (paste it into a question); "
                                   "its own options: --json, --data-dir DIR", add_help=False)
@@ -290,12 +305,14 @@ def _spawn_workers(args, cfg):
         return None
     distributed.check_nproc(cfg.nproc, cfg.device, cfg.sync_bn)
     argv = list(args.argv)  # this very command, replayed in each worker
-    try:
+    try:  # the workers stop as one: a failed or stopped worker, Ctrl-C or SIGTERM here ends them all
         code = distributed.spawn(main, cfg.nproc, "gpu" if _is_gpu(cfg) else "cpu", argv)
     except distributed.WorkerError as e:
-        print(f"error: the run stopped because a worker process failed: {e}", file=sys.stderr)
-        print(_where_saved(args, cfg), file=sys.stderr)
+        print(f"error: the run stopped: {e}; {_where_saved(args, cfg)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the workers are gone already (distributed.spawn killed them)
+        print(f"\ninterrupted: {_where_saved(args, cfg)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return int(code or 0)
 
 
@@ -337,10 +354,31 @@ def cmd_doctor(args) -> int:
     return doctor.main(args.rest)  # doctor parses its own options (--json, --data-dir DIR, -h)
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "homework": cmd_homework, "data": cmd_data, "doctor": cmd_doctor}
+def cmd_export(args) -> int:
+    from .export import export_run, summary_line
+
+    meta, out = export_run(args.run, args.out, args.format)
+    print(summary_line(meta, out))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .predict import predict
+
+    for line in predict(args.source, args.images, args.out):
+        print(line)
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "train": cmd_train, "homework": cmd_homework, "data": cmd_data, "doctor": cmd_doctor,
+            "export": cmd_export, "predict": cmd_predict}
 
 
 def main(argv=None) -> int:
+    if "--debug" not in (sys.argv[1:] if argv is None else argv):
+        # Paddle's C++ INFO and WARNING lines (glog), read once when Paddle loads (build_parser loads it): on the
+        # GPU build without a GPU it warns that libcudnn.so is missing before our first line; errors still show.
+        os.environ.setdefault("GLOG_minloglevel", "2")
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -348,15 +386,69 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if not args.debug:
+        warnings.showwarning = _warning_line
     from . import distributed
-    from .data import DataError
+
+    rank = distributed.env_rank()
+    try:
+        return _run_command(args, rank)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM outside a training loop (which says where its epochs are)
+        if args.debug:
+            raise
+        print("\ninterrupted" if rank == 0 else f"\ninterrupted (process {rank})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ImportError, OSError) as e:
+        if args.debug or not _environment_problem(e):
+            raise
+        print(f"error: {_environment_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _run_command(args, rank: int) -> int:
+    """The command, with a user's mistake (bad argument, bad data, a failed run) as one ``error:`` line."""
     from .config import TrainingError
+    from .data import DataError
 
     try:
         return COMMANDS[args.command](args)
     except (ValueError, DataError, TrainingError) as e:
         if args.debug:
             raise
-        rank = distributed.env_rank()
         print(f"error: {e}" if rank == 0 else f"error (process {rank}): {e}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    """A warning as one ``warning:`` line (Python prints its file, line and source line too).
+
+    Paddle's warnings that say nothing actionable are dropped before this
+    (runtime.PADDLE_NOISE); every other one still reaches the user, one line each.
+    """
+    text = str(message).strip().splitlines()
+    print(f"warning: {text[0] if text else category.__name__}", file=file or sys.stderr)
+
+
+def _environment_problem(error: BaseException) -> bool:
+    """An ImportError of a package we depend on, or a shared library that does not load: the installation,
+    not a bug of ours (an ImportError inside paddle_cnn itself still shows its traceback)."""
+    from .runtime import EnvironmentProblem
+
+    if isinstance(error, EnvironmentProblem):
+        return True
+    if isinstance(error, ImportError):
+        return bool(error.name) and error.name.split(".")[0] != "paddle_cnn"
+    text = str(error)
+    return ".so" in text and ("cannot open shared object" in text or "undefined symbol" in text)
+
+
+def _environment_line(error: BaseException) -> str:
+    from .runtime import EnvironmentProblem
+
+    if isinstance(error, EnvironmentProblem):
+        return str(error)
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    what = f"the package {error.name!r} cannot be imported" if isinstance(error, ImportError) and error.name \
+        else "a library does not load"
+    return (f"{what} ({first}); reinstall the requirements: pip install -r requirements.txt "
+            "(on AI Studio: pip install -r requirements-aistudio.txt), or run `paddle-cnn --debug ...` for details")

@@ -1,0 +1,260 @@
+"""Export: every registered model, accelerated where the accelerator runs, saved with ``paddle.jit.save``
+and reloaded in a fresh process that never imports paddle_cnn (``paddle.jit.load`` and
+``paddle.inference``, ONNX through onnxruntime when installed); outputs equal the eager model's.
+Then ``paddle-cnn export`` on run folders, good and bad."""
+import json
+import subprocess
+import sys
+from dataclasses import asdict
+
+import paddle_cnn  # noqa: F401  (CPU tuning before paddle)
+import numpy as np
+import paddle
+import pytest
+
+from paddle_cnn import accel, checkpoint
+from paddle_cnn.cli import main
+from paddle_cnn.config import config_for
+from paddle_cnn.export import META, export_model, onnx_available, read_meta
+from paddle_cnn.models import get_spec, list_models
+from paddle_cnn.models.factory import build_model
+from paddle_cnn.tasks import get_task
+
+RTOL = 1e-5
+# ONNX conversion starts one Python process per model (paddle2onnx can end its process on failure), so
+# it runs on one model per task plus the two with their own operators (GoogLeNet's concatenations,
+# DenseBox's up-sampling and three outputs); the Paddle formats are checked for every model.
+ONNX_MODELS = ("lenet_relu", "googlenet", "unet", "densebox")
+
+
+def small_size(name: str) -> int:
+    """A small input side the model accepts: 28 (Fashion-MNIST's own) or its minimum; scenes at their smoke
+    canvas (Paddle Inference ran DenseBox's interpolation at 32 but failed at 64)."""
+    spec = get_spec(name)
+    return max(spec.min_size, 28) if spec.task == "classification" else spec.profiles["smoke"]["resize"]
+
+
+def small_config(name: str):
+    return config_for(name, "smoke", resize=small_size(name))
+
+
+def make_run(folder, name: str = "lenet_relu", metric: float = 0.5, **overrides):
+    """A run folder as ``paddle-cnn train --out`` leaves it, without training: a checkpoint of the freshly
+    initialised model (seeded) with a one-epoch history."""
+    cfg = config_for(name, "smoke", **overrides)
+    model = build_model(cfg)
+    history = [{"epoch": 1, "train_loss": 1.0, "train_metric": 0.5, get_task(get_spec(name).task).metric: metric}]
+    state = {"format": checkpoint.FORMAT, "model_name": name, "config": asdict(cfg), "device": "cpu",
+             "model": dict(model.state_dict()), "history": history}
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoint.save(folder / checkpoint.CHECKPOINT, state)
+    return folder
+
+
+# --------------------------------------------------------------------------- every model, outside the package
+LOADER = r"""
+import json, sys
+sys.modules["paddle_cnn"] = None          # any import of paddle_cnn now fails: the export stands alone
+import numpy as np
+import paddle
+import paddle.inference as inference
+
+try:
+    import onnxruntime
+except ImportError:
+    onnxruntime = None
+
+report = {}
+for name, folder in json.loads(sys.argv[1]).items():
+    try:
+        meta = json.load(open(f"{folder}/{sys.argv[2]}"))
+        x = np.load(f"{folder}/input.npy")
+        layer = paddle.jit.load(f"{folder}/model")
+        layer.eval()
+        out = layer(paddle.to_tensor(x))
+        out = list(out) if isinstance(out, (list, tuple)) else [out]
+        arrays = {f"jit{i}": o.numpy() for i, o in enumerate(out)}
+        config = inference.Config(f"{folder}/{meta['files']['program']}", f"{folder}/{meta['files']['params']}")
+        config.disable_gpu()
+        predictor = inference.create_predictor(config)
+        handle = predictor.get_input_handle(predictor.get_input_names()[0])
+        handle.reshape(list(x.shape))
+        handle.copy_from_cpu(x)
+        predictor.run()
+        for i, n in enumerate(predictor.get_output_names()):
+            arrays[f"inference{i}"] = predictor.get_output_handle(n).copy_to_cpu()
+        if "onnx" in meta["files"] and onnxruntime is not None:
+            session = onnxruntime.InferenceSession(f"{folder}/{meta['files']['onnx']}",
+                                                   providers=["CPUExecutionProvider"])
+            for i, o in enumerate(session.run(None, {session.get_inputs()[0].name: x})):
+                arrays[f"onnx{i}"] = o
+        np.savez(f"{folder}/loaded.npz", **arrays)
+        report[name] = "ok"
+    except Exception as e:
+        report[name] = f"{type(e).__name__}: {e}"[:500]
+print("REPORT " + json.dumps({"report": report, "paddle_cnn_imported": sys.modules.get("paddle_cnn") is not None}))
+"""
+
+
+def _onnx_runtime() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return onnx_available()[0]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """Every model built small, accelerated where possible, its eager outputs on a batch of 2 recorded,
+    exported, and reloaded in one fresh process. Returns {name: (folder, eager outputs)} and the report."""
+    root = tmp_path_factory.mktemp("exports")
+    onnx = _onnx_runtime()
+    rng = np.random.default_rng(0)
+    done = {}
+    for name in list_models():
+        cfg = small_config(name)
+        model = build_model(cfg)
+        model.eval()
+        accel.apply(model, "auto", log=None)
+        x = rng.standard_normal((2, 1, cfg.resize, cfg.resize)).astype(np.float32)
+        with paddle.no_grad():
+            out = model(paddle.to_tensor(x))
+        eager = [v.numpy() for v in out.values()] if isinstance(out, dict) else [out.numpy()]
+        folder = root / name
+        export_model(model, name, cfg, folder, "onnx" if onnx and name in ONNX_MODELS else "paddle")
+        np.save(folder / "input.npy", x)
+        done[name] = (folder, eager)
+    proc = subprocess.run([sys.executable, "-c", LOADER, json.dumps({n: str(f) for n, (f, _) in done.items()}), META],
+                          capture_output=True, text=True, cwd=root)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("REPORT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-2000:]
+    return done, json.loads(lines[-1][len("REPORT "):])
+
+
+def relative_error(value, reference) -> float:
+    value, reference = np.asarray(value, np.float64), np.asarray(reference, np.float64)
+    return float(np.abs(value - reference).max() / max(np.abs(reference).max(), 1e-12))
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_export_reloads_outside_the_package_with_equal_outputs(exported, name):
+    done, result = exported
+    assert result["paddle_cnn_imported"] is False
+    assert result["report"][name] == "ok"
+    folder, eager = done[name]
+    loaded = np.load(folder / "loaded.npz")
+    meta = read_meta(folder)
+    assert len(meta["outputs"]) == len(eager)
+    for kind in ("jit", "inference"):
+        for i, reference in enumerate(eager):
+            got = loaded[f"{kind}{i}"]
+            assert got.shape == reference.shape, (kind, meta["outputs"][i])
+            assert relative_error(got, reference) <= RTOL, (kind, meta["outputs"][i])
+
+
+@pytest.mark.parametrize("name", ONNX_MODELS)
+def test_onnx_export_runs_in_onnxruntime_with_equal_outputs(exported, name):
+    if not _onnx_runtime():
+        pytest.skip("paddle2onnx and onnxruntime are not both installed (pip install paddle2onnx onnxruntime)")
+    done, _ = exported
+    folder, eager = done[name]
+    assert read_meta(folder)["files"]["onnx"] == "model.onnx"
+    loaded = np.load(folder / "loaded.npz")
+    for i, reference in enumerate(eager):
+        assert relative_error(loaded[f"onnx{i}"], reference) <= RTOL
+
+
+def test_export_holds_no_custom_operator(exported):
+    """The accelerator's operator never reaches a program: the saved program names only Paddle's ops."""
+    done, _ = exported
+    folder, _ = done["resnet18"]
+    program = (folder / read_meta(folder)["files"]["program"]).read_bytes()
+    assert b"onednn" not in program.lower() and b"pcnn" not in program.lower()
+    densebox, _ = done["densebox"]
+    assert b"interp" not in (densebox / read_meta(densebox)["files"]["program"]).read_bytes()
+
+
+def test_metadata_describes_the_model(exported):
+    done, _ = exported
+    meta = read_meta(done["densebox"][0])
+    assert meta["task"] == "detection" and meta["outputs"] == ["conf", "dist", "cls"]
+    assert meta["input"]["shape"] == [None, 1, 64, 64] and meta["input"]["mean"] == pytest.approx(0.2860)
+    assert meta["detection"]["stride"] == 4 and meta["paddle_version"] == paddle.__version__
+    seg = read_meta(done["unet"][0])
+    assert seg["mask_classes"][0] == "background" and len(seg["mask_classes"]) == 11
+
+
+# --------------------------------------------------------------------------- paddle-cnn export
+def test_cli_export_writes_the_run_metric_and_replaces_its_previous_export(tmp_path, capsys):
+    run = make_run(tmp_path / "run", metric=0.625)
+    assert main(["export", str(run)]) == 0
+    line = capsys.readouterr().out
+    assert "test acc 0.625 after 1 epoch)" in line and str(run / "export") in line
+    meta = read_meta(run / "export")
+    assert (meta["model"], meta["metric"]["value"], meta["epochs"]) == ("lenet_relu", 0.625, 1)
+    assert meta["classes"][0] == "T-shirt/top" and meta["input"]["size"] == 28
+    # A stale file the earlier export listed goes; nothing else in the folder is touched.
+    (run / "export" / "model.onnx").write_bytes(b"old")
+    doc = json.loads((run / "export" / META).read_text())
+    doc["files"]["onnx"] = "model.onnx"
+    (run / "export" / META).write_text(json.dumps(doc))
+    (run / "export" / "notes.txt").write_text("mine")
+    assert main(["export", str(run)]) == 0
+    assert not (run / "export" / "model.onnx").exists() and (run / "export" / "notes.txt").read_text() == "mine"
+    assert not [p for p in (run / "export").iterdir() if p.name.startswith(".")]
+
+
+def _error(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
+def test_cli_export_refuses_bad_input_with_one_line(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["export", str(empty)]) == 2
+    assert "not a run folder" in _error(capsys)
+    assert main(["export", str(tmp_path / "missing")]) == 2
+    assert "is not a folder" in _error(capsys)
+    run = make_run(tmp_path / "run")
+    blob = bytearray((run / checkpoint.CHECKPOINT).read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    (run / checkpoint.CHECKPOINT).write_bytes(bytes(blob))
+    assert main(["export", str(run)]) == 2
+    assert "checkpoint damaged" in _error(capsys)
+    assert not (run / "export").exists()
+    good = make_run(tmp_path / "good")
+    (tmp_path / "afile").write_text("x")
+    assert main(["export", str(good), "--out", str(tmp_path / "afile")]) == 2
+    assert "is a file" in _error(capsys)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "model.json").write_text("{}")
+    assert main(["export", str(good), "--out", str(other)]) == 2
+    assert "of something else" in _error(capsys) and (other / "model.json").read_text() == "{}"
+
+
+def test_cli_export_onnx_without_paddle2onnx_names_the_install(tmp_path, capsys, monkeypatch):
+    run = make_run(tmp_path / "run")
+    monkeypatch.setitem(sys.modules, "paddle2onnx", None)     # import paddle2onnx -> ImportError
+    assert main(["export", str(run), "--format", "onnx"]) == 2
+    assert "pip install paddle2onnx" in _error(capsys)
+    assert not (run / "export").exists()
+
+
+@pytest.mark.parametrize("scale", [2, 3, (2, 1)])
+def test_upsampling_written_with_standard_operators_equals_paddles(scale):
+    """The exported stand-in for nn.Upsample(bilinear) gives Paddle's values, edges included."""
+    from paddle import nn
+
+    from paddle_cnn.export import _Bilinear
+
+    x = paddle.to_tensor(np.random.default_rng(1).standard_normal((2, 3, 5, 7)).astype("float32"))
+    reference = nn.Upsample(scale_factor=scale, mode="bilinear")(x).numpy()
+    ours = _Bilinear(scale if isinstance(scale, tuple) else (scale, scale))(x).numpy()
+    assert ours.shape == reference.shape
+    assert relative_error(ours, reference) <= RTOL
