@@ -9,6 +9,11 @@ the model's facts (``info``), the trainable parameters of the model one
 contender will time (``params``, run once before any timing), or one
 framework's GFLOP/s ceiling (``ceiling``).
 
+``cfg["precision"]`` is ``fp32`` or ``bf16``: the ``torch+bf16`` contender
+runs forward and loss under ``torch.autocast("cpu", dtype=torch.bfloat16)``
+(fp32 weights, optimizer and gradients, as PyTorch's mixed precision does),
+``paddle_cnn+bf16`` runs our trainer with ``amp="bf16"`` (its CPU bf16 step).
+
 This module imports neither ``paddle`` nor ``paddle_cnn`` at import time: the
 d2l contender must run Paddle as d2l does, without our CPU tuning, and it
 asserts that ``paddle_cnn`` never got imported.
@@ -126,8 +131,21 @@ def _paddle_cnn_config(cfg: dict, train_subset: int):
                       lr=cfg["lr"], optimizer="sgd", momentum=0.0, weight_decay=0.0, schedule="constant",
                       warmup_epochs=0.0, label_smoothing=0.0, grad_clip=0.0, augment="none", init="xavier",
                       seed=cfg["seed"], device=cfg["device"], train_subset=train_subset,
-                      test_subset=cfg["batch_size"], eval_batch_size=cfg["batch_size"], amp=cfg["amp"],
+                      test_subset=cfg["batch_size"], eval_batch_size=cfg["batch_size"], amp=_paddle_cnn_amp(cfg),
                       accel=os.environ.get("PADDLE_CNN_BENCH_ACCEL", "auto"))
+
+
+def precision(cfg: dict) -> str:
+    """The precision a contender is asked for: "fp32" (default) or "bf16" (the +bf16 contenders)."""
+    value = cfg.get("precision", "fp32")
+    if value not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, got {value!r}")
+    return value
+
+
+def _paddle_cnn_amp(cfg: dict) -> str:
+    """The trainer's --amp: bf16 for paddle_cnn+bf16, else the command's --amp (off: fp32 like the others)."""
+    return "bf16" if precision(cfg) == "bf16" else cfg["amp"]
 
 
 def paddle_cnn_model(cfg: dict):
@@ -269,6 +287,7 @@ def work_torch(cfg: dict) -> dict:
     loss_fn = torch.nn.CrossEntropyLoss()
     bs, r = cfg["batch_size"], cfg["resize"]
     loss_sum = torch.zeros((), device=device)
+    bf16 = precision(cfg) == "bf16"
     net.train()
 
     def step(i: int) -> None:
@@ -279,7 +298,9 @@ def work_torch(cfg: dict) -> dict:
             x = F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
         x = (x - MEAN) * (1.0 / STD)
         optimizer.zero_grad()
-        loss = loss_fn(net(x), labels[idx])
+        # torch+bf16: PyTorch's CPU mixed precision (convolutions and linear layers in bf16, the loss in fp32).
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(net(x), labels[idx])
         loss.backward()
         optimizer.step()
         loss_sum.add_(loss.detach())
@@ -296,7 +317,8 @@ def work_torch(cfg: dict) -> dict:
     tf32 = ({"matmul": bool(torch.backends.cuda.matmul.allow_tf32), "conv": bool(torch.backends.cudnn.allow_tf32)}
             if device == "cuda" else None)
     return {"end_to_end": speed, "d2l_timed": speed, "wall_s": wall, "timed_s": wall, "cpu_s": _cpu_seconds() - cpu0,
-            "params": params, "train_loss": float(loss_sum) / (cfg["warmup"] + cfg["steps"]), "precision": "fp32",
+            "params": params, "train_loss": float(loss_sum) / (cfg["warmup"] + cfg["steps"]),
+            "precision": "bf16" if bf16 else "fp32",
             "paddle_cnn_imported": "paddle_cnn" in sys.modules,
             "versions": {"torch": torch.__version__}, "threads": torch.get_num_threads(),
             "mkldnn": torch.backends.mkldnn.is_available(), "tf32": tf32}

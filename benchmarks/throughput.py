@@ -18,6 +18,10 @@ leaks from one contender to another:
 * ``torch`` -- the same architecture in PyTorch, fp32, a plain loop on
   in-memory tensors with the same on-device batch preparation as ours.
   Skipped, saying so, when torch cannot be imported.
+* ``torch+bf16`` / ``paddle_cnn+bf16`` -- the same in bf16, alternated in the
+  same rounds: PyTorch under ``torch.autocast("cpu", dtype=torch.bfloat16)``,
+  paddle_cnn through its trainer with ``amp="bf16"``. The report gives them no
+  fraction of the (fp32) conv ceiling.
 
 Before anything is timed, each contender's model is built once in its own
 subprocess and its trainable parameters are compared with our registry's
@@ -68,6 +72,14 @@ from benchmarks.report import build_report, markdown  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONTENDERS = ("d2l_paddle", "paddle_cnn", "torch")
+# NAME+bf16 runs NAME in bf16 (torch: CPU autocast; paddle_cnn: the trainer's --amp bf16), alternated
+# in the same rounds as the fp32 contenders; other +VARIANT suffixes only carry --env settings.
+BF16_CONTENDERS = ("paddle_cnn", "torch")
+
+
+def precision_of(name: str) -> str:
+    """"bf16" for a contender named NAME+bf16 (or NAME+bf16+...), else "fp32"."""
+    return "bf16" if "bf16" in name.split("+")[1:] else "fp32"
 
 
 def find_data_dir(explicit: Optional[str]) -> Path:
@@ -170,7 +182,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before the timed ones")
     p.add_argument("--repeats", type=int, default=3, help="rounds; contenders alternate within each round")
     p.add_argument("--contenders", default=",".join(CONTENDERS),
-                   help="comma-separated; NAME+VARIANT runs NAME again with that variant's --env settings")
+                   help="comma-separated; NAME+VARIANT runs NAME again with that variant's --env settings; "
+                        "torch+bf16 and paddle_cnn+bf16 run in bf16 (CPU autocast / the trainer's --amp bf16)")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--amp", choices=("off", "auto"), default="off",
                    help="paddle_cnn on a GPU: off = fp32 like the others; auto = the trainer's default AMP "
@@ -191,6 +204,9 @@ def main(argv=None) -> int:
     unknown = [c for c in contenders if c.split("+")[0] not in CONTENDERS]
     if unknown or not contenders:
         p.error(f"unknown contender(s) {unknown}; choose from {', '.join(CONTENDERS)}")
+    no_bf16 = [c for c in contenders if precision_of(c) == "bf16" and c.split("+")[0] not in BF16_CONTENDERS]
+    if no_bf16:
+        p.error(f"no bf16 variant of {', '.join(no_bf16)}: +bf16 exists for {', '.join(BF16_CONTENDERS)}")
     for name in ("steps", "batch_size", "resize", "repeats"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
@@ -255,14 +271,16 @@ def main(argv=None) -> int:
     runs: Dict[str, List[dict]] = {c: [] for c in contenders}
     for r in range(args.repeats):
         for name in contenders:
-            res = run_worker(name.split("+")[0], base, contender_env(name, extra_env), args.timeout)
+            res = run_worker(name.split("+")[0], {**base, "precision": precision_of(name)},
+                             contender_env(name, extra_env), args.timeout)
             crashes = []
             # Paddle 3.3.1's DataLoader workers (fork, 4 of them) sometimes die with SIGSEGV while
             # starting; that is d2l's path as it is, so the round is run again and the crash recorded.
             while "error" in res and DATALOADER_CRASH in res["error"] and len(crashes) < 3:
                 crashes.append(res["error"].splitlines()[-1])
                 log(f"round {r + 1} {name}: a DataLoader worker crashed ({crashes[-1][:80]}...); running it again")
-                res = run_worker(name.split("+")[0], base, contender_env(name, extra_env), args.timeout)
+                res = run_worker(name.split("+")[0], {**base, "precision": precision_of(name)},
+                                 contender_env(name, extra_env), args.timeout)
             res["dataloader_crashes"] = crashes
             res["round"] = r + 1
             runs[name].append(res)

@@ -93,12 +93,18 @@ def lr_at(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 
 class PrecisionStep:
-    """One training step for every precision: autocast and loss scaling are off in fp32, not a second path."""
+    """One training step for every precision: autocast and loss scaling are off in fp32, not a second path.
+
+    On the CPU, bf16 does not go through Paddle's autocast (its CPU kernels have no bf16 convolution or
+    matmul): the accelerator's Conv2D and Linear layers compute in bf16 inside oneDNN with float32
+    tensors between layers and float32 master weights (:func:`paddle_cnn.accel.enable_bf16`), so the
+    step itself is the fp32 one.
+    """
 
     def __init__(self, precision: str, device: str):
         self.precision = precision
         self.dtype = "bfloat16" if precision == "bf16" else "float16"  # unused (autocast off) in fp32
-        self.enabled = precision != "fp32"
+        self.enabled = precision != "fp32" and device == "gpu"
         # fp16 has a narrow range: scale the loss so small gradients survive; bf16 does not need it.
         self.scaling = precision == "fp16"
         self.scaler = paddle.amp.GradScaler(enable=self.scaling, init_loss_scaling=2.0 ** 14)
@@ -195,6 +201,14 @@ class Trainer:
         self.progress = progress if self.dist.is_main else False  # None: a bar only when stderr is a terminal
         self.log = (log or (lambda s: None)) if self.dist.is_main else (lambda s: None)
         self.precision = choose_precision(cfg.amp, self.device)
+        if self.precision == "bf16" and self.device == "cpu":
+            if cfg.accel == "off":
+                raise ValueError("--amp bf16 on the CPU runs through the oneDNN accelerator; drop --accel off")
+            from . import accel
+
+            ok, why = accel.bf16_available()
+            if not ok:
+                raise ValueError(f"--amp bf16 on the CPU: {why}")
         self.threads = None
         if self.device == "cpu":
             self.threads = runtime.set_cpu_threads(cfg.cpu_threads or max(1, runtime.physical_cores()
@@ -268,6 +282,12 @@ class Trainer:
             from . import accel as accelerator
 
             accel = accelerator.apply(model, cfg.accel, threads=self.threads, log=self.log)
+            if self.precision == "bf16":
+                if not accel.get("enabled"):
+                    raise ValueError(f"--amp bf16 on the CPU needs the oneDNN accelerator: {accel.get('reason')}")
+                accel = {**accel, "bf16": accelerator.enable_bf16(model, threads=self.threads)}
+                self.log(f"bf16: {', '.join(f'{n} {k}' for k, n in accel['bf16'].items())} layers compute in bf16 "
+                         "through oneDNN (float32 weights, loss and tensors between layers)")
         elif self.device == "cpu":
             accel = {"enabled": False, "reason": "--accel off"}
         model.train()

@@ -211,7 +211,9 @@ def test_the_child_loads_the_build_its_parent_names(monkeypatch, tmp_path):
 # ------------------------------------------------------------------ headers and requirements
 
 def test_requirements_bring_the_headers_the_messages_name():
-    lines = [line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    """requirements-aistudio.txt holds the header line, and requirements.txt includes that file."""
+    assert "-r requirements-aistudio.txt" in (ROOT / "requirements.txt").read_text().splitlines()
+    lines = [line.strip() for line in (ROOT / "requirements-aistudio.txt").read_text().splitlines()]
     (line,) = [x for x in lines if x.startswith("onednn-devel")]
     spec, marker = (part.strip() for part in line.split(";"))
     assert spec == build.ONEDNN_HEADERS and build.INSTALL_HINT == f"pip install {spec}"

@@ -221,12 +221,13 @@ def test_worker_sets_the_device_before_building_anything(monkeypatch, worker):
     import paddle
     import paddle_cnn.data
     import paddle_cnn.models
-    import paddle_cnn.trainer
+    import paddle_cnn.models.factory
 
     events = []
-    real_build, real_get = paddle_cnn.trainer.build_model, paddle_cnn.models.get_model
+    real_build, real_get = paddle_cnn.models.factory.build_model, paddle_cnn.models.get_model
     monkeypatch.setattr(paddle, "set_device", lambda where: events.append(("set_device", where)))
-    monkeypatch.setattr(paddle_cnn.trainer, "build_model", lambda cfg: events.append("model") or real_build(cfg))
+    monkeypatch.setattr(paddle_cnn.models.factory, "build_model",
+                        lambda cfg: events.append("model") or real_build(cfg))
     monkeypatch.setattr(paddle_cnn.models, "get_model", lambda *a, **k: events.append("model") or real_get(*a, **k))
     monkeypatch.setattr(paddle_cnn.data, "load_fashion_mnist", lambda *a, **k: events.append("load") or None)
 

@@ -26,12 +26,16 @@ from pathlib import Path
 
 from .build import Unavailable, build_note, load_library
 from .conv import conv2d, conv2d_transpose, current_threads, layer_supported, route, unroute
+from . import layers  # batch norm, pooling, ReLU (issue #24)
+from .bf16 import bf16_available, bf16_supported, conv2d_bf16, disable_bf16, enable_bf16, linear_bf16
+from .layers import avg_pool2d, batch_norm, max_pool2d, relu
 
 MODES = ("auto", "on", "off")
 SELF_CHECK_RTOL = 1e-4
 
 __all__ = ["MODES", "apply", "available", "remove", "conv2d", "conv2d_transpose", "current_threads",
-           "onednn_version"]
+           "onednn_version", "avg_pool2d", "batch_norm", "bf16_supported", "max_pool2d", "relu",
+           "bf16_available", "conv2d_bf16", "disable_bf16", "enable_bf16", "linear_bf16"]
 
 _CHECKED: tuple | None = None  # available()'s answer, once the operator was tried
 
@@ -139,6 +143,7 @@ def available() -> tuple:
             # Gradients on and autocast off, whatever context apply() was called from.
             with paddle.set_grad_enabled(True), paddle.amp.auto_cast(enable=False):
                 _self_check(load_library())
+                layers.checked()  # its own verdict: a failure there leaves the convolutions routed
         except Unavailable as e:
             _CHECKED = (False, str(e))
         except Exception as e:
@@ -195,12 +200,14 @@ def apply(model, mode: str = "auto", threads: int | None = None, log=print) -> d
             skipped[why] = skipped.get(why, 0) + 1
     version = onednn_version()
     left = "".join(f"; {n} left on Paddle's conv ({why})" for why, n in skipped.items())
+    other, other_note = layers.apply_layers(model, threads)  # batch norm, pooling, ReLU
+    left += other_note
     if routed:
         which = f" ({transposed} transposed)" if transposed else ""
         reason = f"{routed} convolution layers{which} through oneDNN {version}{left}"
     else:
         reason = f"no convolution layer the operator covers (float32, NCHW, groups 1){left}"
-    status.update(enabled=routed > 0, reason=reason, onednn_version=version, layers=routed)
+    status.update(enabled=routed > 0, reason=reason, onednn_version=version, layers=routed, other_layers=other)
     def plural(n):
         return f"{n} thread" + ("s" if n != 1 else "")
 
@@ -215,7 +222,9 @@ def remove(model) -> int:
 
     if not isinstance(model, nn.Layer):
         raise TypeError(f"accel.remove expects a paddle.nn.Layer, got {type(model).__name__}")
-    return sum(unroute(layer) for layer in model.sublayers(include_self=True))
+    convs = sum(unroute(layer) for layer in model.sublayers(include_self=True))
+    layers.unroute_model(model)  # batch norm, pooling, ReLU too; the count stays the convolutions'
+    return convs
 
 
 def _log(log, line: str) -> None:

@@ -41,3 +41,225 @@ def bf16_supported(cpuinfo_path: str = "/proc/cpuinfo") -> tuple:
     model = next((line.partition(":")[2].strip() for line in text.splitlines()
                   if line.startswith("model name")), "this CPU")
     return False, f"{model} lacks {' and '.join(BF16_FLAGS)} (native bf16 arithmetic); use fp32 on it"
+
+
+# ------------------------------------------------- bf16 convolutions and linear layers
+#
+# A bf16 training step here keeps float32 tensors between layers and float32 master weights: the
+# Conv2D and Linear layers compute in bf16 inside oneDNN (bf16_onednn.cc: inputs and weights are
+# rounded to bf16 where they are reordered for the primitive, results and gradients come back in
+# float32). Paddle's CPU has no bf16 conv2d, matmul or add, so bf16 tensors could not flow through
+# a model's residual adds; batch norm, pooling, ReLU (accel.layers) and the loss stay float32.
+
+BF16_KEY = "_pcnn_accel_bf16"  # the state a bf16-routed layer carries (plain data and its previous forward)
+BF16_RTOL = 2e-2  # bf16 has an 8-bit mantissa; oneDNN accumulates in float32
+
+
+def conv2d_bf16(x, weight, bias=None, stride=1, padding=0, dilation=1, threads: int | None = None):
+    """``F.conv2d`` (float32 NCHW, groups 1) computed in bf16: float32 in and out, gradients in float32."""
+    from .build import load_library
+    from .conv import _pair, current_threads, explicit_padding
+
+    if x.ndim != 4 or weight.ndim != 4 or x.shape[1] != weight.shape[1]:
+        raise ValueError(f"conv2d_bf16 expects x [N, C, H, W] and weight [O, C, kh, kw], got {x.shape} and "
+                         f"{weight.shape}")
+    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    pads, dilation = explicit_padding(padding, x.shape[2:], weight.shape[2:], stride, dilation)
+    n = current_threads() if threads is None else int(threads)
+    ops = load_library().ops
+    if bias is None:
+        return ops.pcnn_conv2d_bf16(x, weight, stride, pads, dilation, n, not x.stop_gradient)
+    return ops.pcnn_conv2d_bias_bf16(x, weight, bias, stride, pads, dilation, n, not x.stop_gradient)
+
+
+def linear_bf16(x, weight, bias, threads: int | None = None):
+    """``F.linear`` (weight [in, out], a bias) computed in bf16: float32 in and out, any leading dims."""
+    from .build import load_library
+    from .conv import current_threads
+
+    if x.ndim < 2 or weight.ndim != 2 or x.shape[-1] != weight.shape[0] or bias is None:
+        raise ValueError(f"linear_bf16 expects x [..., {weight.shape[0]}], weight [in, out] and a bias; got x "
+                         f"{x.shape}")
+    n = current_threads() if threads is None else int(threads)
+    flat = x if x.ndim == 2 else x.reshape([-1, x.shape[-1]])
+    y = load_library().ops.pcnn_linear_bf16(flat, weight, bias, n)
+    return y if x.ndim == 2 else y.reshape(list(x.shape[:-1]) + [weight.shape[1]])
+
+
+def _fallback(self, x, *args):
+    previous = self.__dict__[BF16_KEY]["previous"]
+    return previous(x, *args) if previous is not None else type(self).forward(self, x, *args)
+
+
+def _plain_float32(x) -> bool:
+    import paddle
+
+    return paddle.in_dynamic_mode() and x.dtype == paddle.float32 and x.place.is_cpu_place() and x.size > 0
+
+
+def _conv_bf16_forward(self, x):
+    state = self.__dict__[BF16_KEY]
+    if not (_plain_float32(x) and x.ndim == 4):
+        return _fallback(self, x)
+    from .conv import explicit_padding
+
+    pads, dilation = state["pads"], self._dilation
+    if pads is None:  # "SAME": depends on the input size
+        pads, dilation = explicit_padding(self._padding_algorithm, x.shape[2:], self._kernel_size, self._stride,
+                                          self._dilation)
+    return conv2d_bf16(x, self.weight, self.bias, self._stride, pads, dilation, state["threads"])
+
+
+def _linear_bf16_forward(self, x):
+    if not (_plain_float32(x) and x.ndim >= 2):
+        return _fallback(self, x)
+    return linear_bf16(x, self.weight, self.bias, self.__dict__[BF16_KEY]["threads"])
+
+
+def bf16_layer_supported(layer) -> str | None:
+    """None if ``layer`` can compute in bf16 here; "not a conv or linear layer", or why not."""
+    import paddle
+    from paddle import nn
+
+    from .conv import layer_supported
+
+    if isinstance(layer, nn.Conv2DTranspose):
+        return "Conv2DTranspose (no bf16 operator)"
+    if isinstance(layer, nn.Conv2D):
+        why = layer_supported(layer)
+        if why is None and layer._padding_mode != "zeros":
+            why = f"padding_mode={layer._padding_mode}"
+        return why
+    if isinstance(layer, nn.Linear):
+        if type(layer).forward is not nn.Linear.forward:
+            return "a Linear subclass with its own forward"
+        if layer.bias is None:
+            return "a Linear without bias"
+        if layer.weight.dtype != paddle.float32:
+            return f"weight dtype {layer.weight.dtype}"
+        return None
+    return "not a conv or linear layer"
+
+
+def enable_bf16(model, threads: int | None = None) -> dict:
+    """Make ``model``'s Conv2D and Linear layers compute in bf16 ({"Conv2D": n, "Linear": m}).
+
+    Call after :func:`paddle_cnn.accel.apply` (it keeps each layer's routed
+    forward as the fallback for inputs the bf16 operators do not take and
+    for export); :func:`disable_bf16` undoes it. Parameters and the state
+    dict are unchanged (float32 master weights).
+    """
+    from paddle import nn
+
+    from .conv import explicit_padding
+
+    counts = {}
+    for layer in model.sublayers(include_self=True):
+        if BF16_KEY in layer.__dict__ or bf16_layer_supported(layer) is not None:
+            continue
+        state = {"threads": threads, "previous": layer.__dict__.get("forward")}
+        if isinstance(layer, nn.Conv2D):
+            state["pads"] = None
+            if layer._padding_algorithm in ("EXPLICIT", "VALID"):
+                padding = "VALID" if layer._padding_algorithm == "VALID" else layer._updated_padding
+                state["pads"], _ = explicit_padding(padding, (0, 0), layer._kernel_size, layer._stride,
+                                                    layer._dilation)
+            forward, kind = _conv_bf16_forward, "Conv2D"
+        else:
+            forward, kind = _linear_bf16_forward, "Linear"
+        object.__setattr__(layer, BF16_KEY, state)
+        object.__setattr__(layer, "forward", forward.__get__(layer, type(layer)))
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def disable_bf16(model) -> int:
+    """Undo :func:`enable_bf16`: each layer gets back the forward it had. Returns how many."""
+    count = 0
+    for layer in model.sublayers(include_self=True):
+        state = layer.__dict__.pop(BF16_KEY, None)
+        if state is None:
+            continue
+        if state["previous"] is not None:
+            layer.__dict__["forward"] = state["previous"]
+        else:
+            layer.__dict__.pop("forward", None)
+        count += 1
+    return count
+
+
+def bf16_self_check() -> None:
+    """The bf16 conv and linear operators against Paddle's float32 ones on bf16-rounded numbers.
+
+    Raises :class:`~paddle_cnn.accel.build.Unavailable` on a mismatch.
+    """
+    import numpy as np
+    import paddle
+    import paddle.nn.functional as F
+
+    from .build import Unavailable
+
+    rng = np.random.default_rng(2)
+
+    def rounded(shape):
+        return paddle.to_tensor(rng.standard_normal(shape).astype("float32")).astype("bfloat16").astype("float32")
+
+    cases = [("conv2d", (2, 3, 9, 8), (4, 3, 3, 3), 4, dict(stride=[2, 1], padding=[1, 0, 2, 1])),
+             ("conv2d", (1, 5, 6, 6), (6, 5, 1, 1), None, dict(stride=[1, 1], padding=0)),
+             ("linear", (5, 7), (7, 3), 3, {})]
+    for kind, x_shape, w_shape, b_size, kw in cases:
+        tensors = [rounded(x_shape), rounded(w_shape)] + ([rounded([b_size])] if b_size else [])
+        results = []
+        for ours in (True, False):
+            xs = [t.clone() for t in tensors]
+            for t in xs:
+                t.stop_gradient = False
+            x, w, *b = xs
+            bias = b[0] if b else None
+            if kind == "linear":
+                y = linear_bf16(x, w, bias) if ours else F.linear(x, w, bias)
+            elif ours:
+                y = conv2d_bf16(x, w, bias, **kw)
+            else:
+                y = F.conv2d(x, w, bias, **kw)
+            upstream = paddle.to_tensor(np.cos(np.arange(y.size)).reshape(y.shape).astype("float32"))
+            upstream = upstream.astype("bfloat16").astype("float32")
+            results.append([y, *paddle.grad([y], xs, [upstream])])
+        for name, mine, ref in zip(("out", "dx", "dw", "db"), *results):
+            a, r = mine.numpy().astype("float64"), ref.numpy().astype("float64")
+            error = float(np.abs(a - r).max() / max(np.abs(r).max(), 1e-12))
+            if not error <= BF16_RTOL:
+                raise Unavailable(f"bf16 self-check failed: {kind} {name} differs from Paddle's float32 by "
+                                  f"{error:.2e} (relative) at x{list(x_shape)}")
+
+
+_BF16_CHECKED: tuple | None = None
+
+
+def bf16_available() -> tuple:
+    """(True, description) if bf16 training can run here, else (False, one line why not). Never raises.
+
+    Needs the CPU's native bf16 (:func:`bf16_supported`), the oneDNN library
+    (``accel.available()``) and the bf16 operators' self-check.
+    """
+    global _BF16_CHECKED
+    ok, reason = bf16_supported()
+    if not ok:
+        return False, reason
+    if _BF16_CHECKED is None:
+        from . import available
+
+        lib_ok, lib_reason = available()
+        if not lib_ok:
+            return False, f"the oneDNN operators are not usable: {lib_reason}"
+        import paddle
+
+        try:
+            with paddle.set_grad_enabled(True), paddle.amp.auto_cast(enable=False):
+                bf16_self_check()
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            _BF16_CHECKED = (False, first)
+        else:
+            _BF16_CHECKED = (True, f"bf16 convolutions and linear layers through oneDNN on {reason}")
+    return _BF16_CHECKED

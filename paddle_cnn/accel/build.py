@@ -47,7 +47,8 @@ from pathlib import Path
 
 NAME = "paddle_cnn_conv_onednn"
 SOURCE = Path(__file__).with_name("conv_onednn.cc")
-SOURCES = (SOURCE,)  # every C++ file of the library, compiled together
+# Every C++ file of the library, compiled together: convolution; batch norm, pooling, ReLU; bf16 conv/linear.
+SOURCES = (SOURCE, SOURCE.with_name("norm_pool_onednn.cc"), SOURCE.with_name("bf16_onednn.cc"))
 ONEDNN_HEADERS = "onednn-devel-cpu-gomp==2023.2.0"  # the headers requirements.txt installs (Linux x86-64)
 HEADER_DISTRIBUTIONS = ("onednn-devel-cpu-gomp", "onednn-devel")  # the latter: 2025.0 headers of earlier installs
 INSTALL_HINT = f"pip install {ONEDNN_HEADERS}"

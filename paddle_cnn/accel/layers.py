@@ -27,7 +27,7 @@ from .build import Unavailable, load_library
 from .conv import current_threads
 
 ACTIVATION_DTYPES = (paddle.float32, paddle.bfloat16)
-ROUTE_KEY = "_pcnn_accel_route"  # the attribute conv.py routes with, so accel.remove() undoes both
+ROUTE_KEY = "_pcnn_accel_layer_route"  # conv.py's routed convolutions carry "_pcnn_accel_route"
 
 
 def _threads(threads) -> int:
@@ -151,6 +151,31 @@ def relu(x, threads: int | None = None):
 # ------------------------------------------------------------ layer routing
 
 KINDS = (nn.BatchNorm2D, nn.MaxPool2D, nn.AvgPool2D, nn.ReLU)
+KIND_NAMES = {"batch_norm": nn.BatchNorm2D, "max_pool": nn.MaxPool2D, "avg_pool": nn.AvgPool2D, "relu": nn.ReLU}
+# Which kinds apply() routes: "all", "none", or names from KIND_NAMES, comma-separated. For
+# experiments (benchmarks.throughput --env paddle_cnn+nobn:PADDLE_CNN_ACCEL_LAYERS=max_pool,avg_pool,relu).
+KINDS_ENV = "PADDLE_CNN_ACCEL_LAYERS"
+# The default routes pooling only: oneDNN's max pooling trained about 2x faster than Paddle's, while its
+# batch norm on plain NCHW (no blocked layout) and its ReLU backward were slower than Paddle's kernels in
+# op timings taken on a busy machine (benchmarks/README.md has the whole-step comparison).
+DEFAULT_KINDS = "max_pool,avg_pool"
+
+
+def selected_kinds(value: str | None = None) -> tuple:
+    """The layer classes :func:`route_model` routes, from ``value`` or the environment variable KINDS_ENV."""
+    import os
+
+    value = (os.environ.get(KINDS_ENV, DEFAULT_KINDS) if value is None else value).strip().lower()
+    if value in ("", "all"):
+        return KINDS
+    if value == "none":
+        return ()
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in KIND_NAMES]
+    if unknown:
+        raise ValueError(f"{KINDS_ENV}: unknown layer kind(s) {', '.join(unknown)}; use all, none or "
+                         f"{', '.join(KIND_NAMES)}")
+    return tuple(KIND_NAMES[n] for n in names)
 
 
 def _kind(layer):
@@ -249,13 +274,34 @@ def route(layer: nn.Layer, threads: int | None) -> None:
     object.__setattr__(layer, "forward", _FORWARDS[base].__get__(layer, type(layer)))
 
 
+def unroute(layer: nn.Layer) -> bool:
+    """Give ``layer`` back Paddle's forward; True if it was routed here."""
+    if ROUTE_KEY not in layer.__dict__:
+        return False
+    del layer.__dict__[ROUTE_KEY]
+    layer.__dict__.pop("forward", None)
+    return True
+
+
+def is_routed(layer: nn.Layer) -> bool:
+    return ROUTE_KEY in layer.__dict__
+
+
+def unroute_model(model: nn.Layer) -> int:
+    """Undo :func:`route_model`; how many layers got Paddle's forward back."""
+    return sum(unroute(layer) for layer in model.sublayers(include_self=True))
+
+
 def route_model(model: nn.Layer, threads: int | None) -> tuple:
     """Route every supported layer of ``model``: ({kind name: count}, {why not: count})."""
     routed, skipped = {}, {}
+    kinds = selected_kinds()
     for layer in model.sublayers(include_self=True):
         if ROUTE_KEY in layer.__dict__:
             continue
         why = layer_supported(layer)
+        if why is None and _kind(layer) not in kinds:
+            why = f"not selected in {KINDS_ENV}"
         if why is None:
             route(layer, threads)
             name = _kind(layer).__name__
@@ -284,7 +330,6 @@ def compare_with_paddle(layer: nn.Layer, x_np, dtype: str = "float32") -> dict:
     """
     import numpy as np
 
-    from .conv import unroute
 
     state = {k: v.numpy().copy() for k, v in layer.state_dict().items()}
     results = []
@@ -377,6 +422,11 @@ def apply_layers(model: nn.Layer, threads: int | None) -> tuple:
     Returns ({kind: count}, a phrase for accel.apply's log line, starting with "; ").
     """
     ok, reason = checked()
+    if ok:
+        try:
+            selected_kinds()
+        except ValueError as e:  # a bad setting: said in the log line, as apply() never raises in auto
+            ok, reason = False, str(e)
     if not ok:
         return {}, f"; batch norm, pooling and ReLU stay on Paddle's kernels ({reason})"
     routed, skipped = route_model(model, threads)
@@ -386,5 +436,5 @@ def apply_layers(model: nn.Layer, threads: int | None) -> tuple:
     return routed, note
 
 
-__all__ = ["apply_layers", "checked", "avg_pool2d", "batch_norm", "layer_supported", "max_pool2d", "pool_pads", "relu", "route",
+__all__ = ["apply_layers", "checked", "is_routed", "unroute", "unroute_model", "avg_pool2d", "batch_norm", "layer_supported", "max_pool2d", "pool_pads", "relu", "route",
            "route_model", "self_check"]
