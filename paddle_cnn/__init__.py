@@ -6,9 +6,14 @@ Importing the package itself does not load Paddle; ``get_model`` and
 ``list_models`` load the registry (and Paddle) on first use.
 """
 from .runtime import check_numpy_for_paddle as _check_numpy
+from .runtime import exit_if_command as _exit_if_command
 from .runtime import tune_cpu as _tune_cpu
 
-_check_numpy()
+try:
+    _check_numpy()
+except ImportError as _problem:
+    _exit_if_command(_problem)  # the console script: one line, exit 2; a notebook: the ImportError below
+    raise
 _tune_cpu()
 
 __version__ = "0.2.0"

@@ -69,20 +69,15 @@ def _tuning() -> dict:
 
 
 # --------------------------------------------------------------------------- Paddle and GPUs
-def _version_string(value) -> Optional[str]:
-    """paddle.version.cuda / cudnn: a function in 2.6, a callable string in 3.x; 'False' on CPU builds."""
-    if callable(value):
-        value = value()
-    value = str(value)
-    return None if value in ("False", "", "None", "0") else value
-
-
+# Every device question goes through runtime's device queries (the boundary tests mock); Paddle's probes
+# that abort the process on a GPU build without a GPU are asked there only after Paddle counts a GPU.
 def _paddle() -> dict:
     import paddle
 
-    info = {"version": paddle.__version__, "compiled_with_cuda": _probe(paddle.is_compiled_with_cuda)}
-    info["cuda"] = _probe(lambda: _version_string(paddle.version.cuda))
-    info["cudnn"] = _probe(lambda: _version_string(paddle.version.cudnn))
+    info = {"version": paddle.__version__, "compiled_with_cuda": _probe(runtime.cuda_build)}
+    versions = _probe(runtime.cuda_versions)
+    for key in ("cuda", "cudnn"):
+        info[key] = versions if _unknown(versions) else versions[key]
     if info["compiled_with_cuda"] is True:
         known = isinstance(info["cuda"], str) and not _unknown(info["cuda"])
         info["build"] = f"CUDA {info['cuda']}" if known else "CUDA"
@@ -99,41 +94,24 @@ def _capability_flags(major: int, minor: int) -> dict:
 
 
 def _gpu(index: int) -> dict:
-    import paddle
-
-    cuda = paddle.device.cuda
     gpu: dict = {"index": index}
-    props = _probe(cuda.get_device_properties, index)
+    props = _probe(runtime.gpu_properties, index)
     if _unknown(props):
-        gpu["properties"] = props
-        props = None
-    name = getattr(props, "name", None) or _probe(cuda.get_device_name, index)
-    gpu["name"] = name.decode() if isinstance(name, bytes) else name
-    memory = getattr(props, "total_memory", None)
-    gpu["memory_bytes"] = int(memory) if memory is not None else "unknown (no total_memory in device properties)"
-    if props is not None and hasattr(props, "major"):
-        capability = (int(props.major), int(props.minor))
-    else:
-        capability = _probe(lambda: tuple(int(v) for v in cuda.get_device_capability(index)))
-    if _unknown(capability):
-        gpu["compute_capability"] = capability
+        gpu.update(name=props, memory_bytes=props, compute_capability=props)
         return gpu
-    gpu["compute_capability"] = f"{capability[0]}.{capability[1]}"
-    gpu.update(_capability_flags(*capability))
-    amp = getattr(paddle, "amp", None)
-    for flag, query in (("fp16", "is_float16_supported"), ("bf16", "is_bfloat16_supported")):
-        fn = getattr(amp, query, None)  # Paddle's own answer, where it has one
-        gpu[f"paddle_says_{flag}"] = _probe(fn, f"gpu:{index}") if fn else "unknown (not in this Paddle)"
+    gpu.update(name=props.name, memory_bytes=props.total_memory, compute_capability=f"{props.major}.{props.minor}")
+    gpu.update(_capability_flags(props.major, props.minor))
+    said = _probe(runtime.gpu_precision, index)  # Paddle's own answer, where it has one
+    for flag in ("fp16", "bf16"):
+        gpu[f"paddle_says_{flag}"] = said if _unknown(said) else said.get(flag)
     return gpu
 
 
 def _gpus() -> dict:
-    import paddle
-
-    if paddle.is_compiled_with_cuda() is not True:
+    if runtime.cuda_build() is not True:
         return {"count": 0, "devices": [], "note": "CPU build of Paddle"}
-    count = paddle.device.cuda.device_count()
-    note = "" if count else "CUDA build, but no GPU visible (driver, CUDA_VISIBLE_DEVICES?)"
+    count = runtime.gpu_count()
+    note = "" if count else "GPU build, no GPU visible (driver, CUDA_VISIBLE_DEVICES?): training uses the CPU"
     return {"count": count, "devices": [_guarded(_gpu, i) for i in range(count)], "note": note}
 
 
@@ -257,7 +235,7 @@ def format_table(rep: dict) -> str:
     if "error" in g:
         rows.append(("GPU", g["error"]))
     elif not g.get("devices"):
-        rows.append(("GPU", f"none ({g.get('note') or 'no device'})"))
+        rows.append(("GPU", f"none: {g.get('note') or 'no device'}"))
     else:
         rows += [("GPU", _gpu_line(gpu)) for gpu in g["devices"]]
     c = rep.get("cpu", {})
@@ -300,6 +278,8 @@ def one_line(rep: dict) -> str:
     parts = [f"paddle {p['version']} ({p['build']} build)" if "version" in p else "paddle: unknown"]
     devices = rep.get("gpus", {}).get("devices") or []
     parts += [f"{g.get('name')} {_gib(g.get('memory_bytes'))}" for g in devices if "error" not in g]
+    if p.get("compiled_with_cuda") is True and rep.get("gpus", {}).get("count") == 0:
+        parts.append("no GPU visible")
     c = rep.get("cpu", {})
     parts.append(str(c.get("model", "CPU unknown")))
     cores = f"{c.get('physical_cores')} cores"

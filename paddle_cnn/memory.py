@@ -55,8 +55,10 @@ from paddle import nn
 
 from .models import get_spec
 
-#: A 16 GB V100 (AI Studio's common card) minus 4 GiB for what the model leaves out.
-GPU_BUDGET = 12 * 2**30
+#: What the model leaves out (CUDA context, cuDNN workspaces, the allocator's rounding), kept free on a card.
+GPU_HEADROOM = 4 * 2**30
+#: A 16 GB V100 (AI Studio's common card) minus the headroom: the plan when no GPU is visible to ask.
+GPU_BUDGET = 16 * 2**30 - GPU_HEADROOM
 #: The batch of the measuring forward pass: 2, so batch norm in training mode has two samples.
 MEASURE_BATCH = 2
 #: Optimizer state tensors per parameter: SGD none, momentum one velocity, Adam two moments.
@@ -133,6 +135,19 @@ class Footprint:
 
 
 # --------------------------------------------------------------------------- measuring
+def gpu_budget(index: int = 0) -> int:
+    """Bytes a run may plan for on GPU ``index``: its memory less :data:`GPU_HEADROOM` (at least 1 GiB).
+
+    Asked through runtime's device queries (the boundary tests mock); where no
+    GPU is visible (planning on a CPU machine for AI Studio) it is :data:`GPU_BUDGET`.
+    """
+    from . import runtime
+
+    if runtime.gpu_count() <= index:
+        return GPU_BUDGET
+    return max(2**30, runtime.gpu_memory_bytes(index) - GPU_HEADROOM)
+
+
 def _tensors_in(value) -> List[paddle.Tensor]:
     """Every tensor in a (nested) tuple / list / dict, in order."""
     if isinstance(value, paddle.Tensor):

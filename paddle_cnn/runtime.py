@@ -30,6 +30,7 @@ import os
 import random
 import sys
 import warnings
+from dataclasses import dataclass
 # Load Python's zlib against the system libz before Paddle can: Paddle 2.6's
 # bundled libz otherwise binds first and gzip.decompress segfaults in inflateReset2.
 import zlib  # noqa: F401
@@ -134,6 +135,41 @@ def is_amd_cpu() -> bool:
         return "AMD" in cpu_model()
 
 
+class EnvironmentProblem(ImportError):
+    """The installed packages cannot work together (not a bug of ours): one line says how to fix it."""
+
+
+def started_as_command() -> bool:
+    """Is this process the ``paddle-cnn`` console script or ``python -m paddle_cnn``?
+
+    Read while ``paddle_cnn`` itself is being imported, before the CLI can
+    catch anything: the console script names itself in ``argv[0]``; under
+    ``-m`` Python keeps the command line in ``sys.orig_argv`` (3.10+).
+    """
+    name = os.path.basename(sys.argv[0]) if sys.argv else ""
+    if name in ("paddle-cnn", "paddle-cnn.exe", "paddle-cnn-script.py"):
+        return True
+    orig = list(getattr(sys, "orig_argv", []))
+    for i, arg in enumerate(orig):
+        module = orig[i + 1] if arg == "-m" and i + 1 < len(orig) else arg[2:] if arg.startswith("-m") else ""
+        if module.split(".")[0] == "paddle_cnn":
+            return True
+        if arg == "-c" or (not arg.startswith("-") and i > 0):  # the program starts here: not -m paddle_cnn
+            return False
+    return False
+
+
+def exit_if_command(error: BaseException) -> None:
+    """In the console script, an environment problem is one ``error:`` line and exit code 2, not a traceback.
+
+    Elsewhere (a notebook, ``import paddle_cnn``) it returns and the caller re-raises the ImportError,
+    whose message is the same line.
+    """
+    if started_as_command() and "--debug" not in sys.argv:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def check_numpy_for_paddle() -> None:
     """Refuse NumPy 2 beside Paddle 2.x with one line that says how to fix it (read without importing either).
 
@@ -152,8 +188,27 @@ def check_numpy_for_paddle() -> None:
     paddle = versions.get("paddlepaddle-gpu") or versions.get("paddlepaddle")
     numpy = versions.get("numpy", "0")
     if paddle and paddle.startswith("2.") and int(numpy.split(".")[0]) >= 2:
-        raise ImportError(f"Paddle {paddle} needs NumPy 1.x but NumPy {numpy} is installed; "
-                          'run: pip install "numpy<2"')
+        raise EnvironmentProblem(f"Paddle {paddle} needs NumPy 1.x but NumPy {numpy} is installed; "
+                                 'run: pip install "numpy<2"')
+
+
+#: Paddle's warnings that say nothing a user can act on here, each with the reason it is dropped.
+#: Everything else Paddle warns about still reaches the user.
+PADDLE_NOISE = (
+    # Paddle warns about a C++ extension cache on every import; irrelevant to this course.
+    "No ccache found",
+    # Paddle 3.x announces on every BatchNorm forward that it tracks global statistics: informational.
+    "When training, we now always track global mean",
+    # The GPU build on a machine without a visible GPU (AI Studio's CPU instances, a notebook before the card
+    # is attached) says so on its first tensor; the doctor reports it ("CUDA build, but no GPU visible").
+    "You are using GPU version Paddle, but your CUDA device is not set properly",
+)
+
+
+def quiet_paddle_warnings() -> None:
+    """Drop Paddle's warnings listed in :data:`PADDLE_NOISE` (by message start); keep every other one."""
+    for message in PADDLE_NOISE:
+        warnings.filterwarnings("ignore", message=message)
 
 
 def tune_cpu() -> dict:
@@ -181,10 +236,7 @@ def tune_cpu() -> dict:
         else:
             os.environ[key] = value
             applied[key] = value
-    # Paddle warns about a C++ extension cache on every import; irrelevant to this course.
-    warnings.filterwarnings("ignore", message="No ccache found")
-    # Paddle 3.x announces on every BatchNorm forward that it tracks global statistics: informational.
-    warnings.filterwarnings("ignore", message="When training, we now always track global mean")
+    quiet_paddle_warnings()
     too_late = "paddle" in sys.modules
     if too_late and applied:
         warnings.warn(
@@ -199,13 +251,115 @@ def tune_cpu() -> dict:
     return TUNING
 
 
-def gpu_count() -> int:
-    """GPUs this Paddle build can use (0 on a CPU build); the one device query the package makes."""
+# --------------------------------------------------------------------------- device queries
+# The one boundary between paddle_cnn and Paddle's CUDA queries: the doctor, the config (profile and
+# precision), the trainer and the memory model ask these functions and nothing else, so tests replace
+# these functions (tests/fake_gpu.py) and never reach a real CUDA call. On a GPU build with no GPU
+# visible some of Paddle's queries do not raise but abort the process (``place.cc: Cannot use GPU
+# because there is no GPU detected``): those are asked only after Paddle itself counts a GPU.
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """What the package needs to know about one GPU."""
+
+    name: str
+    major: int            # compute capability, e.g. 7.0 for a V100, 8.0 for an A100
+    minor: int
+    total_memory: int     # bytes
+
+
+def cuda_build() -> bool:
+    """Is this Paddle a CUDA build (``paddlepaddle-gpu``), whether or not a GPU is visible?"""
+    import paddle
+
+    return bool(paddle.is_compiled_with_cuda())
+
+
+def _visible_gpus() -> int:
+    """Paddle's own count of the GPUs it can use: never replaced by tests, so guards can trust it."""
     import paddle
 
     if not paddle.is_compiled_with_cuda():
         return 0
     return int(paddle.device.cuda.device_count())
+
+
+def _need_visible_gpu(index: int, what: str) -> None:
+    """Raise (instead of letting Paddle abort the process) when GPU ``index`` is not visible."""
+    count = _visible_gpus()
+    if index >= count:
+        raise RuntimeError(f"{what}: no GPU {index} visible to this Paddle ({count} visible)")
+
+
+def gpu_count() -> int:
+    """GPUs this Paddle build can use (0 on a CPU build, and on a GPU build where none is visible)."""
+    return _visible_gpus()
+
+
+def gpu_properties(index: int = 0) -> GpuInfo:
+    """Name, compute capability and memory of GPU ``index``; raises when it is not visible."""
+    import paddle
+
+    _need_visible_gpu(index, "GPU properties")
+    props = paddle.device.cuda.get_device_properties(index)
+    name = getattr(props, "name", None) or paddle.device.cuda.get_device_name(index)
+    return GpuInfo(name=name.decode() if isinstance(name, bytes) else str(name), major=int(props.major),
+                   minor=int(props.minor), total_memory=int(props.total_memory))
+
+
+def gpu_capability(device_id: int | None = None) -> tuple:
+    """(major, minor) compute capability of a GPU (the current one by default), e.g. (7, 0) for a V100."""
+    if device_id is None:
+        import paddle
+
+        current = paddle.get_device()  # "gpu:1" in a worker on the second GPU; "cpu" before a device is set
+        device_id = int(current.split(":")[1]) if current.startswith("gpu:") else 0
+    props = gpu_properties(device_id)
+    return props.major, props.minor
+
+
+def gpu_memory_bytes(index: int = 0) -> int:
+    """Total memory of GPU ``index`` in bytes."""
+    return gpu_properties(index).total_memory
+
+
+def gpu_precision(index: int = 0) -> dict:
+    """Paddle's own answer to "fp16 / bf16 on GPU ``index``?": ``{"fp16": bool, "bf16": bool}``.
+
+    Entries are "unknown (reason)" strings where Paddle has no such query (2.6
+    lacks some) or no GPU is visible: Paddle's probes abort the process rather
+    than raise when asked about an absent GPU, so they are asked only after
+    Paddle counts one.
+    """
+    import paddle
+
+    count = _visible_gpus()
+    if index >= count:
+        reason = f"unknown (no GPU {index} visible to this Paddle)"
+        return {"fp16": reason, "bf16": reason}
+    answers = {}
+    for flag, query in (("fp16", "is_float16_supported"), ("bf16", "is_bfloat16_supported")):
+        fn = getattr(getattr(paddle, "amp", None), query, None)
+        try:
+            answers[flag] = bool(fn(f"gpu:{index}")) if fn else "unknown (not in this Paddle)"
+        except Exception as e:  # noqa: BLE001  (a failing probe is reported, not raised)
+            answers[flag] = f"unknown ({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})"
+    return answers
+
+
+def cuda_versions() -> dict:
+    """``{"cuda": "11.8", "cudnn": "8.6.0"}`` of this Paddle build (None on a CPU build)."""
+    import paddle
+
+    def version(value):  # a function in 2.6, a callable string in 3.x; "False" on CPU builds
+        if callable(value):
+            value = value()
+        value = str(value)
+        return None if value in ("False", "", "None", "0") else value
+
+    return {"cuda": version(getattr(paddle.version, "cuda", None)),
+            "cudnn": version(getattr(paddle.version, "cudnn", None))}
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -218,11 +372,10 @@ def resolve_device(device: str = "auto") -> str:
     if device == "gpu" and not has_gpu:
         import paddle
 
-        raise ValueError(
-            "--device gpu was requested but this Paddle build has no usable GPU "
-            f"(paddle {paddle.__version__}, compiled with CUDA: {paddle.is_compiled_with_cuda()}); "
-            "use --device cpu, or install paddlepaddle-gpu on a machine with a GPU"
-        )
+        why = ("a GPU build of Paddle and no GPU is visible (driver, CUDA_VISIBLE_DEVICES?)" if cuda_build()
+               else "a CPU build of Paddle")
+        raise ValueError(f"--device gpu was requested but there is no usable GPU: paddle {paddle.__version__} is {why}; "
+                         "use --device cpu, or run on a machine with a GPU and paddlepaddle-gpu")
     return "gpu" if has_gpu else "cpu"
 
 
@@ -231,16 +384,10 @@ def get_device(device: str = "auto", local_rank: int = 0) -> str:
     import paddle
 
     kind = resolve_device(device)
+    if kind == "gpu":
+        _need_visible_gpu(local_rank, "using the GPU")  # Paddle would abort the process instead
     paddle.set_device(f"gpu:{local_rank}" if kind == "gpu" else "cpu")
     return kind
-
-
-def gpu_capability(device_id: int | None = None) -> tuple:
-    """(major, minor) compute capability of the current GPU, e.g. (7, 0) for a V100, (8, 0) for an A100."""
-    import paddle
-
-    major, minor = paddle.device.cuda.get_device_capability(device_id)
-    return int(major), int(minor)
 
 
 def memory_bytes() -> int:
@@ -290,6 +437,7 @@ def synchronize(device: str) -> None:
         return
     import paddle
 
+    _need_visible_gpu(0, "synchronizing the GPU")
     sync = getattr(paddle.device, "synchronize", None) or paddle.device.cuda.synchronize
     sync()
 
@@ -321,16 +469,14 @@ def environment(device: str = "cpu") -> dict:
                                                           "KMP_BLOCKTIME")},
         "tuning_applied_before_paddle": not TUNING.get("paddle_imported_first", True),
     }
-    if device == "gpu":  # not run here (no GPU on our machine); each query guarded for 2.6 and 3.x
-        cuda = paddle.device.cuda
-        env["gpu_name"] = cuda.get_device_name()
+    if device == "gpu":  # through the device queries above, so tests mock them there
         env["gpu_count"] = gpu_count()
         try:
-            env["gpu_memory_gib"] = round(cuda.get_device_properties().total_memory / 2**30, 1)
-            env["gpu_capability"] = ".".join(map(str, gpu_capability()))
-        except (AttributeError, RuntimeError, ValueError):
+            gpu = gpu_properties(0)
+            env["gpu_name"] = gpu.name
+            env["gpu_memory_gib"] = round(gpu.total_memory / 2**30, 1)
+            env["gpu_capability"] = f"{gpu.major}.{gpu.minor}"
+        except (AttributeError, RuntimeError, ValueError, IndexError):
             pass
-        for key, query in (("cuda", "cuda"), ("cudnn", "cudnn")):
-            fn = getattr(paddle.version, query, None)
-            env[key] = str(fn()) if callable(fn) else None
+        env.update(cuda_versions())
     return env

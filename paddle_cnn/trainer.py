@@ -266,7 +266,8 @@ class Trainer:
             return self.cfg.eval_batch_size
         from . import memory
 
-        return memory.eval_batch_size(self.cfg, memory.GPU_BUDGET, 4 if self.precision == "fp32" else 2)
+        dtype_bytes = 4 if self.precision == "fp32" else 2
+        return memory.eval_batch_size(self.cfg, memory.gpu_budget(self.dist.local_rank), dtype_bytes)
 
     def evaluate(self, model, data, step: Optional[PrecisionStep] = None, ablate: bool = False,
                  ema: Optional[WeightAverage] = None) -> dict:
@@ -465,7 +466,7 @@ def check_fits_memory(cfg: TrainConfig) -> None:
                                         memory.optimizer_slots(cfg))
     need = per_pixel * (cfg.resize / reference) ** 2
     device = runtime.resolve_device(cfg.device)
-    total = memory.GPU_BUDGET if device == "gpu" else runtime.memory_bytes()
+    total = memory.gpu_budget() if device == "gpu" else runtime.memory_bytes()
     if total and need > total:
         raise ValueError(f"{cfg.model} at --resize {cfg.resize} does not fit in memory: about {need / 2**30:.0f} GiB "
                          f"for a training step of batch {cfg.batch_size}; this {'GPU budget' if device == 'gpu' else 'machine'} "

@@ -1,13 +1,13 @@
 """``paddle-cnn doctor``: the report's keys, the table's lines, a mocked GPU build, cgroup quotas, failures.
 
-No GPU exists here: the GPU rows are tested by replacing Paddle's device
-queries with a V100's and an A100's answers.
+No GPU exists here: the GPU rows are tested by replacing runtime's device
+queries with a V100's and an A100's answers (tests/fake_gpu.py); Paddle's own
+CUDA queries are tripwires in those tests.
 """
 import paddle_cnn  # noqa: F401  (first: CPU tuning must precede ``import paddle``)
 
 import json
 import os
-from types import SimpleNamespace
 
 import paddle
 import pytest
@@ -15,21 +15,9 @@ import pytest
 from paddle_cnn import doctor, runtime
 from paddle_cnn.doctor import cgroup_cpu_limit
 
+from fake_gpu import A100, V100, RealCudaCall, fake_gpus, forbid_cuda
+
 KEYS = {"paddle_cnn", "python", "platform", "paddle", "gpus", "cpu", "tuning", "data", "outputs", "optional"}
-V100 = SimpleNamespace(name="Tesla V100-SXM2-16GB", major=7, minor=0, total_memory=16 * 2**30,
-                       multi_processor_count=80)
-A100 = SimpleNamespace(name="NVIDIA A100-SXM4-40GB", major=8, minor=0, total_memory=40 * 2**30,
-                       multi_processor_count=108)
-
-
-def fake_gpu_build(monkeypatch, devices, cuda="11.8", cudnn="8.9.1"):
-    cuda_api = paddle.device.cuda
-    monkeypatch.setattr(paddle, "is_compiled_with_cuda", lambda: True)
-    monkeypatch.setattr(cuda_api, "device_count", lambda: len(devices))
-    monkeypatch.setattr(cuda_api, "get_device_properties", lambda device=None: devices[device or 0])
-    monkeypatch.setattr(cuda_api, "get_device_name", lambda device=None: devices[device or 0].name)
-    monkeypatch.setattr(paddle.version, "cuda", lambda: cuda)
-    monkeypatch.setattr(paddle.version, "cudnn", lambda: cudnn)
 
 
 # --------------------------------------------------------------------------- the report
@@ -71,23 +59,29 @@ def test_missing_data_is_a_readable_line_not_a_traceback(tmp_path):
     assert "data: not found ✗" in doctor.one_line(rep)
 
 
-def test_cpu_build_has_no_gpu_row():
-    if paddle.is_compiled_with_cuda():
-        pytest.skip("this Paddle is a CUDA build")
+def test_this_build_without_a_gpu_has_no_gpu_row():
+    """Unmocked: the CPU build says so; the GPU build here (AI Studio's install, no card) says no GPU is visible."""
+    if runtime.gpu_count():
+        pytest.skip("this machine has a GPU")
     rep = doctor.report()
-    assert rep["gpus"]["devices"] == [] and rep["paddle"]["cuda"] is None
-    assert "(CPU build)" in doctor.one_line(rep)
-    assert any(row.startswith("GPU") and "CPU build" in row for row in doctor.format_table(rep).splitlines())
+    row = next(r for r in doctor.format_table(rep).splitlines() if r.startswith("GPU"))
+    assert rep["gpus"]["devices"] == []
+    if paddle.is_compiled_with_cuda():
+        assert rep["paddle"]["build"].startswith("CUDA ") and rep["paddle"]["cuda"]
+        assert "GPU build, no GPU visible" in row and "no GPU visible" in doctor.one_line(rep)
+    else:
+        assert rep["paddle"]["cuda"] is None and "CPU build" in row and "(CPU build)" in doctor.one_line(rep)
 
 
 # --------------------------------------------------------------------------- a mocked GPU build
 def test_mocked_v100_build_shows_a_gpu_row(monkeypatch):
-    fake_gpu_build(monkeypatch, [V100])
+    fake_gpus(monkeypatch, [V100])
     rep = doctor.report()
     assert rep["paddle"]["build"] == "CUDA 11.8" and rep["paddle"]["cudnn"] == "8.9.1"
     gpu = rep["gpus"]["devices"][0]
     assert (gpu["name"], gpu["memory_bytes"], gpu["compute_capability"]) == (V100.name, 16 * 2**30, "7.0")
     assert gpu["fp16"] and gpu["fp16_tensor_cores"] and not gpu["bf16"]
+    assert gpu["paddle_says_fp16"] is True and gpu["paddle_says_bf16"] is False
     rows = [r for r in doctor.format_table(rep).splitlines() if r.startswith("GPU")]
     assert len(rows) == 1 and V100.name in rows[0] and "16.0 GiB" in rows[0] and "compute 7.0" in rows[0]
     assert "precision: fp16" in rows[0] and "bf16" not in rows[0]
@@ -98,26 +92,65 @@ def test_mocked_v100_build_shows_a_gpu_row(monkeypatch):
 
 
 def test_mocked_two_gpus_one_a100_with_bf16(monkeypatch):
-    fake_gpu_build(monkeypatch, [V100, A100])
+    fake_gpus(monkeypatch, [V100, A100])
     rows = [r for r in doctor.format_table(doctor.report()).splitlines() if r.startswith("GPU")]
     assert len(rows) == 2 and A100.name in rows[1] and "40.0 GiB" in rows[1] and "fp16, bf16" in rows[1]
 
 
-def test_gpu_probes_that_fail_are_reported_not_raised(monkeypatch):
-    fake_gpu_build(monkeypatch, [V100])
+def test_gpu_build_without_a_visible_gpu(monkeypatch):
+    """AI Studio's GPU image on a CPU instance: the report says so, and no GPU probe is asked."""
+    fake_gpus(monkeypatch, [])
+    rep = doctor.report()
+    assert rep["gpus"]["count"] == 0 and rep["paddle"]["build"] == "CUDA 11.8"
+    row = next(r for r in doctor.format_table(rep).splitlines() if r.startswith("GPU"))
+    assert "GPU build, no GPU visible" in row
+    assert "(CUDA 11.8 build)" in doctor.one_line(rep) and "no GPU visible" in doctor.one_line(rep)
 
-    def broken(device=None):
+
+def test_gpu_probes_that_fail_are_reported_not_raised(monkeypatch):
+    state = fake_gpus(monkeypatch, [V100])
+
+    def broken(*args, **kwargs):
         raise RuntimeError("cudaErrorInsufficientDriver")
 
-    monkeypatch.setattr(paddle.device.cuda, "get_device_properties", broken)
-    monkeypatch.setattr(paddle.device.cuda, "get_device_capability", broken)
+    monkeypatch.setattr(runtime, "gpu_properties", broken)
     gpu = doctor.report()["gpus"]["devices"][0]
-    assert gpu["name"] == V100.name                       # from get_device_name
-    assert "cudaErrorInsufficientDriver" in gpu["compute_capability"]
-    monkeypatch.setattr(paddle.device.cuda, "device_count", broken)
+    assert gpu["index"] == 0 and "cudaErrorInsufficientDriver" in gpu["compute_capability"]
+    assert "cudaErrorInsufficientDriver" in doctor.format_table(doctor.report())
+    state.devices = [V100]
+    monkeypatch.setattr(runtime, "gpu_count", broken)
     rep = doctor.report()
     assert "cudaErrorInsufficientDriver" in rep["gpus"]["error"]
     assert "cudaErrorInsufficientDriver" in doctor.format_table(rep)
+
+
+def test_aborting_probes_are_never_asked_without_a_visible_gpu(monkeypatch):
+    """Paddle's fp16/bf16 probes abort a GPU build's process when no GPU is visible: runtime asks them only
+    after Paddle's own count (not a mocked one) sees the GPU; here Paddle sees none, on either build."""
+    if runtime.gpu_count():
+        pytest.skip("this machine has a GPU")
+    called = []
+    for name in ("is_float16_supported", "is_bfloat16_supported"):
+        monkeypatch.setattr(paddle.amp, name, lambda *a, _n=name: called.append(_n), raising=False)
+    monkeypatch.setattr(runtime, "cuda_build", lambda: True)
+    monkeypatch.setattr(runtime, "gpu_count", lambda: 1)  # a wrong count must not reach the probes either
+    said = runtime.gpu_precision(0)
+    assert called == [] and said["fp16"].startswith("unknown (no GPU 0 visible")
+    with pytest.raises(RuntimeError, match="no GPU 0 visible"):
+        runtime.gpu_properties(0)
+    with pytest.raises(RuntimeError, match="no GPU 0 visible"):
+        runtime.get_device("gpu")                       # never paddle.set_device("gpu:0"), which aborts
+    gpu = doctor.report()["gpus"]["devices"][0]
+    assert called == [] and "no GPU 0 visible" in gpu["compute_capability"]
+
+
+def test_the_tripwire_catches_a_real_cuda_call(monkeypatch):
+    forbid_cuda(monkeypatch)
+    with pytest.raises(RealCudaCall):
+        paddle.device.cuda.get_device_properties(0)
+    with pytest.raises(RealCudaCall):
+        paddle.set_device("gpu:0")
+    paddle.set_device("cpu")
 
 
 def test_any_failing_probe_becomes_unknown(monkeypatch, tmp_path):
@@ -183,3 +216,72 @@ def test_cgroup_v1_quota(tmp_path, folder):
 def test_no_cgroup_files_means_no_limit(tmp_path):
     assert cgroup_cpu_limit(tmp_path) is None
     assert cgroup_cpu_limit(tmp_path / "missing") is None
+
+
+# --------------------------------------------------------------------------- console scripts and the environment
+NUMPY2 = '''
+import importlib.metadata as m
+real = m.version
+def version(name):
+    return {"numpy": "2.1.0", "paddlepaddle": "2.6.2"}.get(name) or real(name)
+m.version = version
+'''
+
+
+@pytest.mark.parametrize("how", ["console script", "python -m"])
+def test_numpy_2_beside_paddle_2_is_one_line(tmp_path, how):
+    """A fresh `pip install paddlepaddle-gpu==2.6.2` brings NumPy 2: the command says what to run, no traceback."""
+    import subprocess
+    import sys
+
+    (tmp_path / "sitecustomize.py").write_text(NUMPY2)  # the installed versions as metadata reports them
+    script = tmp_path / "paddle-cnn"
+    script.write_text("import sys\nfrom paddle_cnn.cli import main\nsys.exit(main())\n")  # what pip writes
+    command = [str(script)] if how == "console script" else ["-m", "paddle_cnn"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(runtime_root())])}
+    proc = subprocess.run([sys.executable, *command, "doctor"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == ['error: Paddle 2.6.2 needs NumPy 1.x but NumPy 2.1.0 is installed; '
+                                        'run: pip install "numpy<2"']
+    imported = subprocess.run([sys.executable, "-c", "import paddle_cnn"], capture_output=True, text=True, env=env,
+                              timeout=120)
+    assert imported.returncode == 1 and "EnvironmentProblem: Paddle 2.6.2 needs NumPy 1.x" in imported.stderr
+
+
+def runtime_root():
+    from pathlib import Path
+
+    return Path(runtime.__file__).resolve().parents[1]
+
+
+def test_environment_import_errors_are_one_line_and_bugs_keep_their_traceback(monkeypatch, capsys):
+    from paddle_cnn import cli
+
+    def missing(args):
+        raise ModuleNotFoundError("No module named 'matplotlib'", name="matplotlib")
+    monkeypatch.setitem(cli.COMMANDS, "list", missing)
+    assert cli.main(["list"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: the package 'matplotlib' cannot be imported")
+
+    def ours(args):
+        raise ImportError("cannot import name 'nothing' from 'paddle_cnn.models'", name="paddle_cnn.models")
+    monkeypatch.setitem(cli.COMMANDS, "list", ours)
+    with pytest.raises(ImportError, match="nothing"):
+        cli.main(["list"])
+
+
+def test_warnings_reach_the_cli_as_one_line_and_paddle_noise_not_at_all(capsys):
+    import warnings
+
+    from paddle_cnn import cli
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        runtime.quiet_paddle_warnings()
+        warnings.showwarning = cli._warning_line
+        warnings.warn("You are using GPU version Paddle, but your CUDA device is not set properly. CPU device "
+                      "will be used by default.", UserWarning)
+        warnings.warn("this one matters\nand has a second line", UserWarning)
+    assert capsys.readouterr().err == "warning: this one matters\n"

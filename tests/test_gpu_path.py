@@ -9,16 +9,18 @@ from paddle_cnn.models import get_spec
 from paddle_cnn.trainer import TrainConfig, Trainer, TrainingError, build_model, choose_precision, config_for
 
 from conftest import make_fake_dataset
+from fake_gpu import V100, fake_gpus
 
 
 @pytest.fixture
 def fake_gpu(monkeypatch):
-    """A machine that reports one GPU of the given compute capability (set .capability)."""
+    """A machine that reports one GPU of the given compute capability (set .capability), at runtime's boundary."""
     class Gpu:
         capability = (7, 0)
     gpu = Gpu()
-    monkeypatch.setattr(runtime, "gpu_count", lambda: 1)
+    state = fake_gpus(monkeypatch, [V100])
     monkeypatch.setattr(runtime, "gpu_capability", lambda device_id=None: gpu.capability)
+    gpu.state = state
     return gpu
 
 
@@ -122,17 +124,19 @@ def test_run_record_names_precision_and_processes(tmp_path):
 
 
 def test_environment_records_the_gpu(monkeypatch):
-    cuda = paddle.device.cuda
-
-    class Props:
-        total_memory = 16 * 2**30
-    monkeypatch.setattr(runtime, "gpu_count", lambda: 1)
-    monkeypatch.setattr(runtime, "gpu_capability", lambda device_id=None: (7, 0))
-    monkeypatch.setattr(cuda, "get_device_name", lambda *a: "Tesla V100-SXM2-16GB")
-    monkeypatch.setattr(cuda, "get_device_properties", lambda *a: Props())
+    fake_gpus(monkeypatch, [V100], cuda="11.8", cudnn="8.6.0")
     env = runtime.environment("gpu")
-    assert env["gpu_name"] == "Tesla V100-SXM2-16GB" and env["gpu_memory_gib"] == 16.0
-    assert env["gpu_capability"] == "7.0" and "cuda" in env and "cudnn" in env
+    assert env["gpu_name"] == "Tesla V100-SXM2-16GB" and env["gpu_memory_gib"] == 16.0 and env["gpu_count"] == 1
+    assert env["gpu_capability"] == "7.0" and env["cuda"] == "11.8" and env["cudnn"] == "8.6.0"
+
+
+def test_gpu_build_without_a_gpu_trains_on_the_cpu(monkeypatch):
+    """AI Studio's GPU image on a CPU instance: auto means the CPU; --device gpu is one clear line."""
+    fake_gpus(monkeypatch, [])
+    assert runtime.resolve_device("auto") == "cpu"
+    assert config_for("alexnet", "auto").profile == "cpu"
+    with pytest.raises(ValueError, match="no usable GPU: paddle .* is a GPU build of Paddle and no GPU is visible"):
+        runtime.resolve_device("gpu")
 
 
 def test_resume_on_another_device_is_refused(tmp_path):

@@ -169,3 +169,19 @@ def test_course_profile_builds_and_runs_forward_backward(name):
     assert math.isfinite(float(loss))
     missing = [n for n, p in model.named_parameters() if not p.stop_gradient and p.grad is None]
     assert not missing, f"{name}: parameters without a gradient: {missing[:5]}"
+
+
+def test_gpu_budget_follows_the_card(monkeypatch):
+    """The budget is the visible card's memory less the headroom; with no GPU visible, a V100's plan."""
+    from fake_gpu import A100, V100, fake_gpus
+
+    state = fake_gpus(monkeypatch, [A100, V100])
+    assert memory.gpu_budget(0) == 40 * 2**30 - memory.GPU_HEADROOM
+    assert memory.gpu_budget(1) == GPU_BUDGET == 16 * 2**30 - memory.GPU_HEADROOM
+    state.devices = []
+    assert memory.gpu_budget() == GPU_BUDGET
+    small = paddle_cnn.runtime.GpuInfo(name="a 4 GB card", major=6, minor=1, total_memory=4 * 2**30)
+    state.devices = [small]
+    assert memory.gpu_budget() == 2**30
+    cfg = config_for("vgg11", "course")
+    assert eval_batch_size(cfg, memory.gpu_budget(), 4) < eval_batch_size(cfg, GPU_BUDGET, 4)

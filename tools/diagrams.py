@@ -15,6 +15,8 @@ numbers written into the boxes are the course settings of the package's models.
 from __future__ import annotations
 
 import argparse
+import io
+import re
 import sys
 from pathlib import Path
 
@@ -333,6 +335,21 @@ FIGURES = {"alexnet_lenet": alexnet_lenet, "nin_vgg": nin_vgg, "inception": ince
            "batchnorm_axes": batchnorm_axes, "densebox_output": densebox_output}
 
 
+def _stable_ids(svg: str) -> str:
+    """Number the SVG's clip-path ids in order of appearance.
+
+    matplotlib derives them from a hash of the clip box's repr, which differs
+    between NumPy 1 and 2 (``np.float64(1.0)`` against ``1.0``), so the same
+    drawing would give other bytes under another NumPy.
+    """
+    ids = {}
+    for found in re.findall(r'id="(p[0-9a-f]{10})"|url\(#(p[0-9a-f]{10})\)', svg):
+        for key in found:
+            if key and key not in ids:
+                ids[key] = f"clip{len(ids)}"
+    return re.sub(r"p[0-9a-f]{10}", lambda m: ids.get(m.group(0), m.group(0)), svg)
+
+
 def generate(out: Path = OUT) -> list:
     """Draw every figure into ``out`` as ``<name>.svg``; returns the written paths."""
     out = Path(out)
@@ -342,8 +359,10 @@ def generate(out: Path = OUT) -> list:
         for name, draw in FIGURES.items():
             fig = draw()
             path = out / f"{name}.svg"
-            fig.savefig(path, format="svg", metadata=METADATA)
+            buf = io.StringIO()
+            fig.savefig(buf, format="svg", metadata=METADATA)
             plt.close(fig)
+            path.write_text(_stable_ids(buf.getvalue()), encoding="utf-8")
             written.append(path)
     return written
 

@@ -346,9 +346,10 @@ def compare_with_paddle(layer: nn.Layer, x_np, dtype: str = "float32") -> dict:
         else:
             y = layer(x)
         upstream = paddle.to_tensor(np.cos(np.arange(int(np.prod(y.shape)))).reshape(y.shape).astype("float32"))
-        params = [p for p in layer.parameters() if not p.stop_gradient]
-        grads = paddle.grad([y], [x] + params, [upstream.astype(y.dtype)])
-        names = ["out", "dx"] + [f"d{p.name.split('.')[-1]}" for p in params]
+        named = [(n, p) for n, p in layer.named_parameters() if not p.stop_gradient]
+        grads = paddle.grad([y], [x] + [p for _, p in named], [upstream.astype(y.dtype)])
+        # by the layer's own names (weight, bias): Paddle's unique names (w_0, b_3) depend on what was built before
+        names = ["out", "dx"] + [f"d{n}" for n, _ in named]
         found = dict(zip(names, [y, *grads]))
         for key, value in layer.state_dict().items():
             if "_mean" in key or "_variance" in key:
