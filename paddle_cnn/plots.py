@@ -93,6 +93,23 @@ def grouped_bars(values: dict, ylabel: str = "", title: str = ""):
     return fig
 
 
+def arrays(named: dict, title: str = "", cmap: str = "gray"):
+    """Small 2-D arrays side by side, each with its own colour bar and its title (e.g. an input and a
+    kernel's response): ``named`` maps a title to an array [h, w] (NumPy or Paddle)."""
+    fig, axes = plt.subplots(1, len(named), figsize=(2.6 * len(named), 2.4), squeeze=False)
+    for ax, (name, value) in zip(axes[0], named.items()):
+        value = value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+        shown = ax.imshow(value, cmap=cmap, interpolation="nearest")
+        fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+        ax.set_title(f"{name}  {value.shape[0]}x{value.shape[1]}", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 # --------------------------------------------------------------------------- looking inside a model
 def _conv_layers(model):
     from paddle import nn

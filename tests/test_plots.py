@@ -95,6 +95,17 @@ def test_layer_table_renders_html_and_text(lenet):
     assert "[1, 6, 28, 28]" in html and "total params" in text
 
 
+def test_arrays_side_by_side_show_each_array():
+    a, b = np.arange(12.0).reshape(3, 4), -np.eye(2)
+    fig = plots.arrays({"input": a, "response": b}, title="edges")
+    shown = images(fig)
+    assert len(shown) == 2
+    np.testing.assert_array_equal(shown[0].images[0].get_array(), a)
+    np.testing.assert_array_equal(shown[1].images[0].get_array(), b)
+    assert [ax.get_title() for ax in shown] == ["input  3x4", "response  2x2"]
+    plt.close(fig)
+
+
 def test_compare_curves_and_bars(lenet, tmp_path):
     fig = plots.compare_curves({"a": lenet.history, "b": lenet.history})
     assert len(fig.axes) == 2 and len(fig.axes[1].lines) == 4
