@@ -11,7 +11,6 @@ import copy
 import ctypes
 import os
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -281,21 +280,30 @@ def test_plan_cache_is_bounded(library):
 
 
 def test_file_lock_serialises_builders(tmp_path):
-    events = []
+    """A second builder waits at the lock until the first leaves it (events, not sleeps, order the threads)."""
+    events, inside, release = [], threading.Event(), threading.Event()
 
-    def hold():
+    def first():
         with build.file_lock(tmp_path / ".lock"):
             events.append("a in")
-            time.sleep(0.3)
+            inside.set()
+            release.wait(30)
             events.append("a out")
 
-    first = threading.Thread(target=hold)
-    first.start()
-    while not events:
-        time.sleep(0.01)
-    with build.file_lock(tmp_path / ".lock"):
-        events.append("b in")
-    first.join()
+    def second():
+        with build.file_lock(tmp_path / ".lock"):
+            events.append("b in")
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert inside.wait(30)
+    b = threading.Thread(target=second)
+    b.start()
+    b.join(0.2)                       # still waiting at the lock the first builder holds
+    assert b.is_alive() and events == ["a in"]
+    release.set()
+    a.join(30)
+    b.join(30)
     assert events == ["a in", "a out", "b in"]
 
 
