@@ -1,5 +1,6 @@
 """The GPU path's logic with the device query mocked (no GPU here): profile choice, precision, eval batch,
 per-step host copies, warm-up outside the timer, fp16 advice, run records."""
+from types import SimpleNamespace
 
 import paddle
 import pytest
@@ -71,6 +72,7 @@ def test_eval_batch_fits_the_gpu_budget(monkeypatch):
     cfg = config_for("vgg11", "course", device="cpu")
     t = Trainer.__new__(Trainer)
     t.cfg, t.device, t.precision = cfg, "gpu", "fp16"
+    t.dist = SimpleNamespace(local_rank=0)                   # no GPU visible: the V100 plan (memory.GPU_BUDGET)
     batch = t.eval_batch_size()
     assert 1 <= batch < cfg.eval_batch_size
     assert memory.activation_bytes("vgg11", 224, batch, train=False, dtype_bytes=2) <= memory.GPU_BUDGET
