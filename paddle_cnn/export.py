@@ -295,6 +295,16 @@ def _previous(out: Path) -> dict | None:
     return None
 
 
+def _check_format(fmt: str) -> None:
+    """ExportError unless ``fmt`` is a known format whose converter is installed."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "onnx":
+        ok, why = onnx_available()
+        if not ok:
+            raise ExportError(why)
+
+
 def export_model(model: nn.Layer, model_name: str, cfg: TrainConfig, out, fmt: str = "paddle",
                  history=None) -> dict:
     """Export ``model`` (built for ``cfg``, weights loaded) into the folder ``out``; returns the metadata.
@@ -302,12 +312,7 @@ def export_model(model: nn.Layer, model_name: str, cfg: TrainConfig, out, fmt: s
     Files are written into a temporary folder inside ``out`` and moved in at the end, export.json
     last, so a failed export leaves a previous one whole. A previous export in ``out`` is replaced.
     """
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if fmt == "onnx":
-        ok, why = onnx_available()
-        if not ok:
-            raise ExportError(why)
+    _check_format(fmt)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} is a file; name a folder (it is created if missing)")
@@ -339,12 +344,7 @@ def export_model(model: nn.Layer, model_name: str, cfg: TrainConfig, out, fmt: s
 
 def export_run(run_dir, out=None, fmt: str = "paddle") -> tuple:
     """Export the run folder ``run_dir`` into ``out`` (default ``run_dir/export``); (metadata, folder)."""
-    if fmt not in FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if fmt == "onnx":
-        ok, why = onnx_available()
-        if not ok:
-            raise ExportError(why)
+    _check_format(fmt)   # before the run is loaded: a missing paddle2onnx is refused at once
     model, cfg, state = load_run(run_dir)
     out = Path(out) if out is not None else Path(run_dir) / "export"
     return export_model(model, state["model_name"], cfg, out, fmt, state["history"]), out

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .build import Unavailable, build_note, load_library
+from .build import Unavailable, build_note, load_library, verdict
 from .conv import conv2d, conv2d_transpose, current_threads, layer_supported, route, unroute
 from . import layers  # batch norm, pooling, ReLU (issue #24)
 from .bf16 import bf16_available, bf16_supported, conv2d_bf16, disable_bf16, enable_bf16, linear_bf16
@@ -137,20 +137,11 @@ def available() -> tuple:
     if reason is not None:
         return False, reason
     if _CHECKED is None:
-        import paddle
+        def check():
+            _self_check(load_library())
+            layers.checked()  # its own verdict: a failure there leaves the convolutions routed
 
-        try:
-            # Gradients on and autocast off, whatever context apply() was called from.
-            with paddle.set_grad_enabled(True), paddle.amp.auto_cast(enable=False):
-                _self_check(load_library())
-                layers.checked()  # its own verdict: a failure there leaves the convolutions routed
-        except Unavailable as e:
-            _CHECKED = (False, str(e))
-        except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            _CHECKED = (False, f"self-check raised {type(e).__name__}: {first}")
-        else:
-            _CHECKED = (True, f"oneDNN {onednn_version()} operator built and self-checked")
+        _CHECKED = verdict(check, lambda: f"oneDNN {onednn_version()} operator built and self-checked")
     return _CHECKED
 
 

@@ -65,6 +65,24 @@ class Unavailable(RuntimeError):
     """The operator cannot be built or loaded here; the message says why in one sentence."""
 
 
+def verdict(check, ok, what: str = "self-check") -> tuple:
+    """(True, ok()) when ``check()`` passes, else (False, one line why): how every self-check reports. Never raises.
+
+    ``check`` runs with gradients on and autocast off, whatever context the caller is in.
+    """
+    import paddle
+
+    try:
+        with paddle.set_grad_enabled(True), paddle.amp.auto_cast(enable=False):
+            check()
+    except Unavailable as e:
+        return False, str(e)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        return False, f"{what} raised {type(e).__name__}: {first}"
+    return True, ok()
+
+
 class Transient(Unavailable):
     """A failure that may not happen again (a timeout, a killed process): not remembered in the cache."""
 

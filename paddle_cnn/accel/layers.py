@@ -23,7 +23,7 @@ import math
 import paddle
 from paddle import nn
 
-from .build import Unavailable, load_library
+from .build import Unavailable, load_library, verdict
 from .conv import current_threads
 
 ACTIVATION_DTYPES = (paddle.float32, paddle.bfloat16)
@@ -403,17 +403,12 @@ def checked() -> tuple:
     """
     global _CHECKED
     if _CHECKED is None:
-        try:
-            with paddle.set_grad_enabled(True), paddle.amp.auto_cast(enable=False):
-                load_library()
-                self_check()
-        except Unavailable as e:
-            _CHECKED = (False, str(e))
-        except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            _CHECKED = (False, f"self-check of batch norm / pooling / ReLU raised {type(e).__name__}: {first}")
-        else:
-            _CHECKED = (True, "batch norm, pooling and ReLU operators self-checked")
+        def check():
+            load_library()
+            self_check()
+
+        _CHECKED = verdict(check, lambda: "batch norm, pooling and ReLU operators self-checked",
+                           "self-check of batch norm / pooling / ReLU")
     return _CHECKED
 
 
