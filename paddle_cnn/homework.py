@@ -282,8 +282,13 @@ def _data_lines(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def _settings_line(name: str, c: dict) -> str:
-    """One run's configuration in a line: everything a reader needs to repeat it."""
+def _settings_line(name: str, r: dict) -> str:
+    """One run's configuration in a line: everything a reader needs to repeat it.
+
+    The process count is the one that ran (``run.world``): a notebook trains in one process even when the
+    profile asks the command line for two.
+    """
+    c = r["config"]
     momentum = f" momentum {c['momentum']}" if c.get("momentum") else ""
     parts = [f"resize {c['resize']}", f"{c['epochs']} epochs", f"batch {c['batch_size']}",
              f"{c['optimizer']}{momentum} lr {c['lr']} ({c['schedule']})", f"weight decay {c['weight_decay']}",
@@ -293,8 +298,9 @@ def _settings_line(name: str, c: dict) -> str:
             parts.append(f"{label} {c[key]}")
     if c.get("tta", "none") != "none":
         parts.append(f"test-time {c['tta']}")
-    if c.get("nproc", 1) > 1:
-        parts.append(f"{c['nproc']} processes")
+    processes = r.get("run", {}).get("world", c.get("nproc", 1))
+    if processes > 1:
+        parts.append(f"{processes} processes")
     if c.get("train_subset"):
         parts.append(f"{c['train_subset']} training examples")
     if c.get("test_subset"):
@@ -309,11 +315,12 @@ def _settings_line(name: str, c: dict) -> str:
 
 def generated_block(doc: dict) -> str:
     """The README part that ``homework run`` and ``homework summary`` rewrite from results.json."""
-    config_lines = [_settings_line(name, r["config"]) for name, r in doc["runs"].items()]
+    config_lines = [_settings_line(name, r) for name, r in doc["runs"].items()]
     return "\n".join([BEGIN, "", section_table(doc), "", "Settings:", *config_lines, "",
                       _data_lines(doc), "",
                       "examples/sec counts training steps only (evaluation excluded); every figure above was "
-                      "measured by `paddle-cnn homework run` on the device named in the table.",
+                      "measured by running the code (`paddle-cnn homework run`, or the section's notebook "
+                      "through `homework.record`) on the device named in the table.",
                       "", "![learning curves and predictions](curves.png)", "", END])
 
 
@@ -555,7 +562,9 @@ def check(root=None) -> list:
     time the history's); README.md's generated block matches results.json; the
     data is the official files or the course's offline copy, named with its
     sha256 sums; the headline metric is on the full test set; no absolute machine
-    path is recorded; curves.png is a PNG image that decodes.
+    path is recorded; curves.png is a PNG image that decodes; in the repository,
+    a section whose notebook was executed reads as that notebook printed it
+    (:func:`notebook_agreement`).
     """
     from .data import OFFICIAL_MD5, OFFLINE_COPY_NAME, OFFLINE_COPY_SHA256, OFFICIAL_NAME
 
@@ -578,6 +587,8 @@ def check(root=None) -> list:
         if not readme.exists() or generated_block(doc) not in readme.read_text(encoding="utf-8"):
             problems.append(f"{readme}: the generated table does not match results.json "
                             "(run `paddle-cnn homework summary` to regenerate it)")
+        if folder.resolve().parent == ROOT.resolve():
+            problems += notebook_agreement(folder, doc)
         png = _png_problem(folder / "curves.png")
         if png:
             problems.append(png)
@@ -594,6 +605,70 @@ def check(root=None) -> list:
                 problems.append(f"{path}: run {name!r} is scored on {run_['config']['test_subset']} test images, "
                                 "not the full test set")
             problems += [f"{path}: absolute path recorded: {p}" for p in _absolute_paths(run_, f"runs.{name}")]
+    return problems
+
+
+# --------------------------------------------------------------------------- the executed notebooks
+EXECUTED = ROOT.parent / "notebooks" / "executed"
+
+
+def _table_rows(text: str) -> dict:
+    """``{model: {column: cell}}`` for the rows of the homework table(s) in ``text``."""
+    rows, header = {}, None
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.lstrip().startswith("|") else None
+        if not cells:
+            header = None
+        elif cells[0] == "model":
+            header = cells
+        elif header and cells[0].startswith("`") and len(cells) == len(header):
+            rows[cells[0].strip("`")] = dict(zip(header, cells))
+    return rows
+
+
+def printed_table(notebook: Path) -> dict:
+    """The homework table printed by the cell of an executed notebook that calls ``homework.record``."""
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    for cell in nb.get("cells", []):
+        source = "".join(cell.get("source", []))
+        if cell.get("cell_type") == "code" and "homework.record" in source:
+            text = "".join("".join(o.get("text", [])) for o in cell.get("outputs", [])
+                           if o.get("output_type") == "stream" and o.get("name") == "stdout")
+            return _table_rows(text)
+    return {}
+
+
+def notebook_agreement(folder: Path, doc: dict, executed: Path = EXECUTED) -> list:
+    """How a section folder differs from the table its executed notebook printed; [] when they agree.
+
+    Applies to the repository's ``homework/`` when ``notebooks/executed/NN_<section>.ipynb`` exists (written
+    by ``tools/execute_notebooks.py``): the notebook recorded the section, so every row of the folder's table
+    must read as the notebook printed it, number for number.
+    """
+    copies = sorted(executed.glob(f"[0-9][0-9]_{doc['section']}.ipynb")) if executed.is_dir() else []
+    if not copies:
+        return []
+    notebook = copies[0]
+    shown = f"notebooks/executed/{notebook.name}"
+    fix = (f"re-run `python tools/execute_notebooks.py {notebook.name}`, or restore {folder.name}/ from git")
+    try:
+        printed = printed_table(notebook)
+    except (OSError, ValueError) as e:
+        return [f"{shown}: cannot be read as a notebook ({e})"]
+    if not printed:
+        return [f"{shown}: no homework table in the output of its `homework.record` cell; {fix}"]
+    now = _table_rows(section_table(doc))
+    problems = []
+    for model in sorted(set(printed) | set(now)):
+        if model not in now or model not in printed:
+            where = "the folder" if model not in now else shown
+            problems.append(f"{folder}: run `{model}` is missing from {where}; {fix}")
+            continue
+        differ = [k for k in printed[model] if k in now[model] and printed[model][k] != now[model][k]]
+        if differ:
+            k = differ[0]
+            problems.append(f"{folder}: `{model}` {k} is {now[model][k]} here but {printed[model][k]} in {shown}; "
+                            f"{fix}")
     return problems
 
 

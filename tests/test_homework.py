@@ -288,3 +288,53 @@ def test_verify_refuses_other_data_and_bad_input_with_one_line(recorded, tmp_pat
     assert code == 2 and len(err) == 1 and "has a config this version cannot replay (unknown optimizer 'lion'" in err[0]
     code, out, err = _verify(folder, data, capsys, "--epochs", "0")
     assert code == 2 and err == ["error: --epochs must be a whole number >= 1, got 0"]
+
+
+# ---------------------------------------------------------------- executed notebooks and the folders they wrote
+
+def _executed_copy(folder, table: str, name="00_lenet.ipynb"):
+    """A minimal executed notebook whose `homework.record` cell printed ``table``."""
+    executed = folder.parent / "executed"
+    executed.mkdir(exist_ok=True)
+    nb = {"cells": [{"cell_type": "code", "source": "doc = homework.record(result)\nprint(homework.section_table(doc))",
+                     "metadata": {}, "execution_count": 1,
+                     "outputs": [{"output_type": "stream", "name": "stdout", "text": table + "\n"}]}],
+          "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (executed / name).write_text(json.dumps(nb))
+    return executed
+
+
+@pytest.mark.parametrize("section", committed_sections())
+def test_committed_section_reads_as_its_executed_notebook_printed(section):
+    """Where a notebook was executed for the website, it recorded its section: the tables agree."""
+    folder = REPO / "homework" / section
+    assert homework.notebook_agreement(folder, homework.load_results(folder / "results.json")) == []
+
+
+def test_notebook_agreement_names_the_changed_figure_and_the_missing_run(tmp_path):
+    folder = _copy_section(tmp_path)
+    doc = homework.load_results(folder / "results.json")
+    printed = homework.section_table(doc)
+    executed = _executed_copy(folder, printed)
+    assert homework.notebook_agreement(folder, doc, executed) == []
+    # A later `homework run` (or a hand edit) changed one figure of the folder: named, with what to do.
+    doc["runs"]["lenet"]["final"]["examples_per_sec"] += 1000.0
+    [problem] = homework.notebook_agreement(folder, doc, executed)
+    assert "`lenet` examples/sec is" in problem and "notebooks/executed/00_lenet.ipynb" in problem
+    assert "tools/execute_notebooks.py 00_lenet.ipynb" in problem
+    # A run the notebook never printed.
+    doc = homework.load_results(folder / "results.json")
+    _executed_copy(folder, "\n".join(line for line in printed.splitlines() if "`lenet_relu`" not in line))
+    [problem] = homework.notebook_agreement(folder, doc, executed)
+    assert "run `lenet_relu` is missing from notebooks/executed/00_lenet.ipynb" in problem
+    # No executed copy for the section: nothing to compare.
+    assert homework.notebook_agreement(folder, doc, tmp_path / "nowhere") == []
+
+
+def test_settings_line_states_the_processes_that_ran():
+    """A notebook trains in one process even where the profile gives the command line two."""
+    entry = {"config": {"resize": 28, "epochs": 1, "batch_size": 256, "optimizer": "sgd", "lr": 0.9,
+                        "schedule": "cosine", "weight_decay": 0.0, "augment": "none", "seed": 0, "nproc": 2}}
+    assert "2 processes" in homework._settings_line("lenet", entry)           # no run record: the config
+    assert "processes" not in homework._settings_line("lenet", {**entry, "run": {"world": 1}})
+    assert "2 processes" in homework._settings_line("lenet", {**entry, "run": {"world": 2}})

@@ -283,5 +283,7 @@ def test_time_tool_rewrites_only_the_measured_field(tmp_path):
     TIMER.write_time(path, "cpu", 1500)
     cell = read(path).cells[0].source
     smoke_after, default = TIMER.read_line(cell)
-    assert smoke_after == smoke and default.startswith(" 25 分钟（") and "`cpu` 配置档" in default
+    assert smoke_after == smoke and default.startswith(" 25 分钟（") and default.endswith("）")
     assert cell.startswith("# title\n\nintro\n\n") and read(path).cells[1].source == "1 + 1"
+    TIMER.write_time(path, "course", 600)  # measured on a GPU: the field names the profile that ran
+    assert TIMER.read_line(read(path).cells[0].source)[1].endswith("，`course` 配置档")

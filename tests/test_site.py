@@ -59,6 +59,9 @@ def test_executed_copy_matches_student_notebook(path):
     profile = site.executed_profile(executed)
     assert profile in ("cpu", "course"), f"{path.name} was executed with profile {profile!r}, not a default one"
     assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code"), "no outputs stored"
+    stale = [i for i, c in enumerate(executed["cells"]) for o in c.get("outputs", [])
+             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert not stale, f"{path.name}: cells {sorted(set(stale))} keep progress-bar widgets (a stale 0% frame)"
 
 
 def test_student_notebooks_carry_no_outputs():
@@ -427,3 +430,6 @@ def test_execute_notebooks_writes_copy_and_time_smoke(tmp_path):
     merged = site.merge_outputs(after, executed)
     pictures = [o for c in merged["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(pictures) >= 3, "figures must be stored inline even with MPLBACKEND=Agg in the environment"
+    widgets = [o for c in executed["cells"] for o in c.get("outputs", []) if tool.WIDGET in o.get("data", {})]
+    assert not widgets, "progress-bar widgets (a stale 0% frame once saved) stay out of the executed copy"
+    assert "epoch 1/1: loss" in json.dumps(executed), "the epoch lines stay"

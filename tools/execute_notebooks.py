@@ -47,6 +47,24 @@ def _first_markdown(nb):
     return next(c for c in nb.cells if c.cell_type == "markdown")
 
 
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+def drop_widgets(nb) -> int:
+    """Remove widget outputs (the trainer's progress bars) from ``nb``; return how many went.
+
+    A saved notebook keeps a widget only as its first frame (an empty ``0%`` bar) once the widget state is
+    gone, so the copy would show a stale bar above every epoch's line; the epoch lines say it all.
+    """
+    dropped = 0
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            kept = [o for o in cell.outputs if WIDGET not in o.get("data", {})]
+            dropped += len(cell.outputs) - len(kept)
+            cell.outputs = kept
+    return dropped
+
+
 def execute_one(path: Path, profile: str, out_dir: Path, homework_dir: Path | None) -> float:
     """Run ``path`` with ``profile``; write the executed copy and the student notebook's time line."""
     import nbformat
@@ -57,6 +75,7 @@ def execute_one(path: Path, profile: str, out_dir: Path, homework_dir: Path | No
     student = nbformat.read(str(path), as_version=4)
     _first_markdown(nb).source = _first_markdown(student).source
     nb.metadata.pop("widgets", None)
+    drop_widgets(nb)
     nb.metadata["paddle_cnn"] = {"profile": profile, "run_all_seconds": round(seconds, 1),
                                  "date": dt.date.today().isoformat()}
     out_dir.mkdir(parents=True, exist_ok=True)

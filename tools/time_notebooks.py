@@ -104,7 +104,8 @@ def write_time(path: Path, profile: str, seconds: float) -> None:
     if profile == "smoke":
         smoke = describe(seconds)
     else:
-        default = describe(seconds) + f"，`{profile}` 配置档"
+        # The field already says "cpu when there is no GPU"; only another profile (course on a GPU) is named.
+        default = describe(seconds) + ("" if profile == "cpu" else f"，`{profile}` 配置档")
     cell.source = LINE.sub(lambda m: runtime_line(smoke, default), cell.source)
     nbformat.write(nb, str(path))
 
