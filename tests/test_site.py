@@ -59,8 +59,8 @@ def test_executed_copy_matches_student_notebook(path):
     profile = site.executed_profile(executed)
     assert profile in ("cpu", "course"), f"{path.name} was executed with profile {profile!r}, not a default one"
     assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code"), "no outputs stored"
-    stale = [i for i, c in enumerate(executed["cells"]) for o in c.get("outputs", [])
-             if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    widget = _load_tool("execute_notebooks").WIDGET
+    stale = [i for i, c in enumerate(executed["cells"]) for o in c.get("outputs", []) if widget in o.get("data", {})]
     assert not stale, f"{path.name}: cells {sorted(set(stale))} keep progress-bar widgets (a stale 0% frame)"
 
 
