@@ -51,8 +51,9 @@ class AlexNet(Classifier):
           min_size=MIN_SIZE, profiles=dict(
               # d2l: resize 224, lr 0.01, batch 128, 10 epochs, plain SGD, Xavier init.
               course=dict(resize=224, epochs=10, batch_size=128, lr=0.01, optimizer="sgd", init="xavier"),
-              # 112 px is the smallest side that leaves the last pool a 2x2 map (65-111 px end at 1x1, so
-              # the third pool and the 6400-wide first dense layer would see a single position).
+              # 112 px (half the course's side) leaves the last pool a 2x2 map; 65-96 px end at 1x1, so
+              # the third pool and the first dense layer would see a single position (97 px is the smallest
+              # side with 2x2).
               # Two epochs of all 60k images, scored on the full test set; the wall time is in
               # homework/alexnet. AdamW because plain SGD sits on the no-BN loss plateau for much of
               # such a short run. Both cores in one process (the default): 535 vs 310 ex/s on one thread
