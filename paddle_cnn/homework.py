@@ -446,6 +446,20 @@ def summary(root=None) -> Path:
 SUMMARY_PANELS = tuple((name, task.metric, *task.summary_labels) for name, task in all_tasks().items())
 
 
+def _legend_label(run_: dict, several: bool) -> str:
+    """A summary legend entry; with runs from several machines it names the run's, since a speed
+    is comparable only on one machine.
+
+    >>> env = {"device": "cpu", "cpu_model": "Intel(R) Xeon(R) Processor", "physical_cores": 2}
+    >>> _legend_label({"model": "vgg11", "params": 9_000_000, "environment": env}, several=True)
+    'vgg11 (9 M params; Intel Xeon Processor)'
+    """
+    env = run_["environment"]
+    machine = env.get("gpu_name", "GPU") if env["device"] == "gpu" else env["cpu_model"]
+    where = "; " + machine.replace("(R)", "").replace("(TM)", "") if several else ""
+    return f"{run_['model']} ({run_['params'] / 1e6:.2g} M params{where})"
+
+
 def _summary_figure(runs: list, devices: list, data_names: list):
     """One panel per task (its own headline metric on the y axis), each model a legend entry."""
     import matplotlib.pyplot as plt
@@ -461,7 +475,7 @@ def _summary_figure(runs: list, devices: list, data_names: list):
         for i, r in enumerate(mine):
             ax.scatter(r["final"]["examples_per_sec"], r["final"][key], s=45, color=plt.cm.tab20(i % 20),
                        marker=markers[i % len(markers)], edgecolor="black", linewidth=0.5,
-                       label=f"{r['model']} ({r['params'] / 1e6:.2g} M params)")
+                       label=_legend_label(r, several=len(devices) > 1))
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1, 2, 5)))
         ax.xaxis.set_major_formatter(ticker.ScalarFormatter())  # 100, 200, 500 rather than 10^2
