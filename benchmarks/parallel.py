@@ -17,8 +17,9 @@ moment of the machine hits all of them alike. ``--accel`` is passed through
     python -m benchmarks.parallel --cases alexnet:96:128 resnet18:96:128 --rounds 3
     python -m benchmarks.parallel --comm                 # where a data-parallel step's extra time goes
 
-Writes ``results/parallel.json`` (``--comm``: ``results/parallel-comm.json``)
-and prints a markdown table. Run it on a quiet machine: another job on the
+Writes ``results/parallel.json`` (``--cases``: ``results/parallel-cases.json``, so
+a few chosen cases do not replace the table of every profile; ``--comm``:
+``results/parallel-comm.json``) and prints a markdown table. Run it on a quiet machine: another job on the
 cores distorts every column.
 
 ``--comm`` starts 2 processes (one thread each) that time, in lockstep, a gloo
@@ -152,12 +153,13 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--accel", default="auto", choices=("auto", "on", "off"))
     parser.add_argument("--data-dir", default=os.environ.get("PADDLE_CNN_DATA"))
-    parser.add_argument("--out", default=None, help="default results/parallel.json (--comm: parallel-comm.json)")
+    parser.add_argument("--out", default=None, help="default results/parallel.json (--cases: parallel-cases.json, "
+                        "--comm: parallel-comm.json)")
     parser.add_argument("--comm", action="store_true", help="time the all-reduce and a DataParallel step instead")
     args = parser.parse_args(argv)
     if args.comm:
         return comm(args.out or str(HERE / "results" / "parallel-comm.json"), 50)
-    args.out = args.out or str(HERE / "results" / "parallel.json")
+    args.out = args.out or str(HERE / "results" / ("parallel-cases.json" if args.cases else "parallel.json"))
 
     from paddle_cnn import runtime
 
