@@ -282,7 +282,7 @@ def cmd_homework(args) -> int:
         return 0
     run_ = doc["runs"][args.model]
     folder = homework.homework_root(args.root) / run_["section"]
-    print(f"{args.model}: {homework._metric_text(run_)}, {run_['final']['examples_per_sec']:.1f} examples/sec "
+    print(f"{args.model}: {homework.metric_text(run_)}, {run_['final']['examples_per_sec']:.1f} examples/sec "
           f"on {run_['environment']['device']}; wrote {folder}/results.json, curves.png, README.md")
     return 0
 

@@ -6,6 +6,7 @@ import pytest
 
 from paddle_cnn import homework
 from paddle_cnn.data import OFFICIAL_MD5
+from paddle_cnn.homework.verify import compare_epoch
 from paddle_cnn.models import sections
 
 from conftest import REPO, SHARED_DATA, make_fake_dataset
@@ -102,7 +103,7 @@ def test_committed_summary_matches_results():
         for r in homework.load_results(REPO / "homework" / section / "results.json")["runs"].values():
             reference = homework.COURSE_REFERENCE.get(r["model"])
             reference = "–" if reference is None else f"[{reference[0]:.3f}]({reference[1]})"
-            assert (f"`{r['model']}` | {homework._metric_text(r)} | {reference} | "
+            assert (f"`{r['model']}` | {homework.metric_text(r)} | {reference} | "
                     f"{r['final']['examples_per_sec']:.1f} |") in text
     assert "Data: Fashion-MNIST" in text and "Measured on: " in text
 
@@ -265,11 +266,11 @@ def test_verify_off_this_machine_uses_the_stated_tolerance():
     want = {"epoch": 1, "examples": 512, "lr_end": 0.05, "train_loss": 1.0, "train_metric": 0.5, "test_acc": 0.8,
             "wall_time": 3.0}
     near = {**want, "train_loss": 1.02, "test_acc": 0.79, "wall_time": 9.0}
-    assert homework._compare(want, near, exact=False) == []
-    assert homework._compare(want, near, exact=True) == ["train_loss recorded 1, replayed 1.02",
+    assert compare_epoch(want, near, exact=False) == []
+    assert compare_epoch(want, near, exact=True) == ["train_loss recorded 1, replayed 1.02",
                                                          "test_acc recorded 0.8, replayed 0.79"]
     far = {**want, "train_loss": 1.04, "test_acc": 0.77, "examples": 511}
-    assert homework._compare(want, far, exact=False) == ["examples recorded 512, replayed 511",
+    assert compare_epoch(want, far, exact=False) == ["examples recorded 512, replayed 511",
                                                          "train_loss recorded 1, replayed 1.04",
                                                          "test_acc recorded 0.8, replayed 0.77"]
 
@@ -335,6 +336,6 @@ def test_settings_line_states_the_processes_that_ran():
     """A notebook trains in one process even where the profile gives the command line two."""
     entry = {"config": {"resize": 28, "epochs": 1, "batch_size": 256, "optimizer": "sgd", "lr": 0.9,
                         "schedule": "cosine", "weight_decay": 0.0, "augment": "none", "seed": 0, "nproc": 2}}
-    assert "2 processes" in homework._settings_line("lenet", entry)           # no run record: the config
-    assert "processes" not in homework._settings_line("lenet", {**entry, "run": {"world": 1}})
-    assert "2 processes" in homework._settings_line("lenet", {**entry, "run": {"world": 2}})
+    assert "2 processes" in homework.settings_line("lenet", entry)           # no run record: the config
+    assert "processes" not in homework.settings_line("lenet", {**entry, "run": {"world": 1}})
+    assert "2 processes" in homework.settings_line("lenet", {**entry, "run": {"world": 2}})

@@ -1,0 +1,297 @@
+"""What a reader sees of a homework folder: the README's generated table, the learning curves, the summary.
+
+Every line here is drawn from a results.json (through :mod:`.schema`); nothing
+is measured and no number is typed by hand.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .. import atomic, runtime
+from ..tasks import all_tasks
+from .schema import FINAL_KEYS, FULL_TEST_SET, homework_root, load_results
+
+BEGIN = "<!-- BEGIN GENERATED: written by `paddle-cnn homework run`; edits here are overwritten -->"
+END = "<!-- END GENERATED -->"
+ANALYSIS_HEADING = "## 分析（手写）"
+ANALYSIS_TEMPLATE = (f"{ANALYSIS_HEADING}\n\n"
+                     "（在这里用自己的话分析上表：精度与教材参考值相比如何，速度与相邻章节相比如何，"
+                     "是什么限制了结果。重新运行 `paddle-cnn homework run` 不会改动这一部分。）\n")
+# Test accuracy that d2l-zh (2nd edition, PyTorch tab; trained on a GPU with its own input size and
+# epochs) prints at the end of the section that trains the same model: the targets of the homework.
+# Quoted from the course, not measured here; the summary links each page. lenet and lenet_bn are
+# absent: their figures were not looked up (this repository is built without internet access) and
+# none is quoted rather than one remembered.
+_D2L = "https://zh.d2l.ai/chapter_convolutional-modern/"
+COURSE_REFERENCE = {
+    "alexnet": (0.883, _D2L + "alexnet.html"),
+    "vgg11_small": (0.920, _D2L + "vgg.html"),
+    "nin": (0.790, _D2L + "nin.html"),
+    "googlenet": (0.886, _D2L + "googlenet.html"),
+    "lenet_bn_scratch": (0.807, _D2L + "batch-norm.html"),   # the from-scratch BatchNorm, as ours
+    "resnet18": (0.893, _D2L + "resnet.html"),
+    "densenet": (0.885, _D2L + "densenet.html"),
+}
+
+
+def interval95(accuracy: float, n: int = FULL_TEST_SET) -> float:
+    """Half-width of the 95% normal-approximation interval of an accuracy measured on ``n`` images.
+
+    >>> round(interval95(0.9), 4)
+    0.0059
+    """
+    return 1.96 * (accuracy * (1 - accuracy) / n) ** 0.5
+
+
+# --------------------------------------------------------------------------- tables
+def _device_text(env: dict) -> str:
+    if env["device"] == "gpu":
+        return f"GPU {env.get('gpu_name', '')}"
+    return f"CPU {env['cpu_model']}, {env['physical_cores']} cores"
+
+
+def metric_text(run_: dict) -> str:
+    """The headline metrics; a test accuracy carries its 95% interval (binomial, over the test images)."""
+    final = run_["final"]
+    text = ", ".join(f"{k} {final[k]:.3f}" for k in FINAL_KEYS[run_["task"]])
+    if run_["task"] == "classification":
+        n = run_["config"].get("test_subset") or FULL_TEST_SET
+        text += f" ± {interval95(final['test_acc'], n):.3f}"
+    return text
+
+
+def section_table(doc: dict) -> str:
+    rows = ["| model | profile | test metric | examples/sec | params | MFLOPs/example | epochs | wall time | "
+            "device | Paddle | date |", "|" + " --- |" * 11]
+    for name, r in doc["runs"].items():
+        rows.append(f"| `{name}` | {r['profile']} | {metric_text(r)} | {r['final']['examples_per_sec']:.1f} | "
+                    f"{r['params']:,} | {r['flops_per_example'] / 1e6:,.1f} | {r['final']['epochs']} | "
+                    f"{r['final']['wall_time'] / 60:.1f} min | {_device_text(r['environment'])} | "
+                    f"{r['environment']['paddle']} | {r['date'][:10]} |")
+    return "\n".join(rows)
+
+
+def _data_lines(doc: dict) -> str:
+    seen, lines = set(), []
+    for r in doc["runs"].values():
+        key = json.dumps(r["data"]["sha256"], sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        lines.append(f"Data: {r['data']['name']}; sha256 "
+                     + ", ".join(f"`{n}` {h[:16]}…" for n, h in r["data"]["sha256"].items()))
+    return "\n".join(lines)
+
+
+def settings_line(name: str, r: dict) -> str:
+    """One run's configuration in a line: everything a reader needs to repeat it.
+
+    The process count is the one that ran (``run.world``): a notebook trains in one process even when the
+    profile asks the command line for two.
+    """
+    c = r["config"]
+    momentum = f" momentum {c['momentum']}" if c.get("momentum") else ""
+    parts = [f"resize {c['resize']}", f"{c['epochs']} epochs", f"batch {c['batch_size']}",
+             f"{c['optimizer']}{momentum} lr {c['lr']} ({c['schedule']})", f"weight decay {c['weight_decay']}",
+             f"augment {c['augment']}", f"seed {c['seed']}"]
+    for key, label in (("label_smoothing", "label smoothing"), ("erase", "random erasing"), ("ema", "weight EMA")):
+        if c.get(key):
+            parts.append(f"{label} {c[key]}")
+    if c.get("tta", "none") != "none":
+        parts.append(f"test-time {c['tta']}")
+    processes = r.get("run", {}).get("world", c.get("nproc", 1))
+    if processes > 1:
+        parts.append(f"{processes} processes")
+    if c.get("train_subset"):
+        parts.append(f"{c['train_subset']} training examples")
+    if c.get("test_subset"):
+        parts.append(f"{c['test_subset']} test examples")
+    for key in ("model_args", "task_args"):
+        if c.get(key):
+            parts.append(f"{key} " + ", ".join(f"{k}={v}" for k, v in sorted(c[key].items())))
+    if c.get("cpu_threads"):
+        parts.append(f"{c['cpu_threads']} MKL thread{'s' if c['cpu_threads'] > 1 else ''}")
+    return f"- `{name}`: " + ", ".join(parts)
+
+
+def generated_block(doc: dict) -> str:
+    """The README part that ``homework run`` and ``homework summary`` rewrite from results.json."""
+    config_lines = [settings_line(name, r) for name, r in doc["runs"].items()]
+    return "\n".join([BEGIN, "", section_table(doc), "", "Settings:", *config_lines, "",
+                      _data_lines(doc), "",
+                      "examples/sec counts training steps only (evaluation excluded); every figure above was "
+                      "measured by running the code (`paddle-cnn homework run`, or the section's notebook "
+                      "through `homework.record`) on the device named in the table.",
+                      "", "![learning curves and predictions](curves.png)", "", END])
+
+
+def write_section_readme(doc: dict, path) -> None:
+    """Regenerate the table between the markers; keep everything else, analysis included."""
+    from ..models import REGISTRY
+
+    path = Path(path)
+    block = generated_block(doc)
+    if path.exists():
+        text = path.read_text(encoding="utf-8")
+        if BEGIN in text and END in text:
+            head, rest = text.split(BEGIN, 1)
+            tail = rest.split(END, 1)[1]
+            atomic.write_text(path, head + block + tail)
+            return
+        raise ValueError(f"{path} has no generated-table markers; restore them ({BEGIN!r} ... {END!r}) "
+                         "so the table can be regenerated without touching your analysis")
+    spec = next(s for s in REGISTRY.values() if s.section == doc["section"])
+    text = f"# {spec.title[1]} / {spec.title[0]}\n\n{block}\n\n{ANALYSIS_TEMPLATE}"
+    atomic.write_text(path, text)
+
+
+# --------------------------------------------------------------------------- figures
+def save_section_figure(doc: dict, result, path) -> None:
+    """Learning curves of every run in the section (top) and predictions of the run just made (bottom).
+
+    One measure per panel (the task's ``curve_panels``): train and test of the
+    same measure share a panel, a test metric without a train counterpart gets
+    its own. Each model keeps one colour across panels; train is dashed, test solid.
+    """
+    import matplotlib.pyplot as plt
+    import paddle
+
+    from .. import plots  # noqa: F401  (non-interactive backend where there is no display)
+    from ..tasks import get_task, task_of
+
+    task = task_of(result.config.model)
+    panels = get_task(next(iter(doc["runs"].values()))["task"]).curve_panels
+    rows, cols = task.prediction_grid
+    fig = plt.figure(figsize=(max(11, 3.4 * len(panels)), 8 if rows * cols >= 16 else 9.5))
+    top = fig.add_gridspec(2, 1, height_ratios=[1, 1.35], hspace=0.3)
+    axes = top[0].subgridspec(1, len(panels), wspace=0.45).subplots()
+    for ax, (ylabel, lines) in zip(axes, panels):
+        for colour, (name, r) in enumerate(doc["runs"].items()):
+            epochs = [h["epoch"] for h in r["history"]]
+            for key, label in lines:
+                ax.plot(epochs, [h[key] for h in r["history"]], "--" if label == "train" else "-",
+                        marker="o" if label == "train" else "s", markersize=3, color=f"C{colour}",
+                        label=f"{name} {label}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    env = runtime.environment(result.device)
+    fig.suptitle(f"{doc['section']} — measured on {_device_text(env)}; "
+                 f"{next(iter(doc['runs'].values()))['data']['name']}", fontsize=9)
+    # The prediction cells get a heading naming the model they show (sections hold several runs).
+    heading = fig.add_subplot(top[1])
+    heading.axis("off")
+    heading.set_title(f"test predictions of {result.config.model} (the run recorded last)", fontsize=9)
+    bottom = top[1].subgridspec(rows, cols)
+    with runtime.evaluating(result.model), paddle.no_grad():
+        task.draw_predictions(fig, bottom, result.model, result.data, result.config, count=rows * cols)
+    atomic.save_figure(fig, path, dpi=100)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- summary
+def summary(root=None) -> Path:
+    """Write ``homework/README.md`` (all sections in one table) and ``summary.png``.
+
+    Each section README's generated block is rewritten from its results.json as well
+    (the hand-written analysis below it is kept), so a change of the table format
+    reaches every folder without re-running the measurements.
+    """
+    import matplotlib.pyplot as plt
+
+    from ..models import sections
+
+    root = homework_root(root)
+    runs = []
+    for section in sections():
+        path = root / section / "results.json"
+        if path.exists():
+            doc = load_results(path)
+            write_section_readme(doc, root / section / "README.md")  # tables follow results.json
+            runs += list(doc["runs"].values())
+    lines = ["# Homework results / 作业结果", "",
+             "Generated by `paddle-cnn homework summary` from the `results.json` files; do not edit.", "",
+             "| section | model | test metric | d2l-zh test acc | examples/sec | params | epochs | wall time | "
+             "profile | device |",
+             "|" + " --- |" * 10]
+    for r in runs:
+        reference = COURSE_REFERENCE.get(r["model"])
+        cited = "–" if reference is None else f"[{reference[0]:.3f}]({reference[1]})"
+        lines.append(f"| [{r['section']}]({r['section']}/README.md) | `{r['model']}` | {metric_text(r)} | "
+                     f"{cited} | {r['final']['examples_per_sec']:.1f} | {r['params']:,} | {r['final']['epochs']} | "
+                     f"{r['final']['wall_time'] / 60:.1f} min | {r['profile']} | {_device_text(r['environment'])} |")
+    data_names = sorted({r["data"]["name"] for r in runs})
+    devices = sorted({_device_text(r["environment"]) for r in runs})
+    lines += ["", f"Data: {'; '.join(data_names) or '–'} (sha256 sums in each section's README). "
+              f"Measured on: {'; '.join(devices) or '–'}. examples/sec counts training steps only "
+              "(scenes/sec for U-Net and DenseBox). ± is the 95% interval of a test accuracy over its "
+              f"{FULL_TEST_SET:,} test images: two runs closer than that are not told apart by this test set.", "",
+              "d2l-zh test acc: the test accuracy printed at the end of the d2l-zh (2nd edition, PyTorch) "
+              "section that trains the same model, linked; the course trains on a GPU with its own input "
+              "size and epochs. A target, not measured here. `lenet` and `lenet_bn` have none quoted: their "
+              "figures were not looked up (no internet access where this was built); the other rows marked – "
+              "are models d2l-zh does not train (exercise variants, the scene tasks, the best model)."]
+    missing = [s for s in sections() if not (root / s / "results.json").exists()]
+    if missing:
+        lines += ["", "Not yet measured: " + ", ".join(missing) + "."]
+    lines += ["", "![headline metric against training speed, one panel per task](summary.png)", ""]
+    fig = _summary_figure(runs, devices, data_names)
+    atomic.save_figure(fig, root / "summary.png", dpi=100)
+    plt.close(fig)
+    atomic.write_text(root / "README.md", "\n".join(lines))
+    return root / "README.md"
+
+
+SUMMARY_PANELS = tuple((name, task.metric, *task.summary_labels) for name, task in all_tasks().items())
+
+
+def _legend_label(run_: dict, several: bool) -> str:
+    """A summary legend entry; with runs from several machines it names the run's, since a speed
+    is comparable only on one machine.
+
+    >>> env = {"device": "cpu", "cpu_model": "Intel(R) Xeon(R) Processor", "physical_cores": 2}
+    >>> _legend_label({"model": "vgg11", "params": 9_000_000, "environment": env}, several=True)
+    'vgg11 (9 M params; Intel Xeon Processor)'
+    """
+    env = run_["environment"]
+    machine = env.get("gpu_name", "GPU") if env["device"] == "gpu" else env["cpu_model"]
+    where = "; " + machine.replace("(R)", "").replace("(TM)", "") if several else ""
+    return f"{run_['model']} ({run_['params'] / 1e6:.2g} M params{where})"
+
+
+def _summary_figure(runs: list, devices: list, data_names: list):
+    """One panel per task (its own headline metric on the y axis), each model a legend entry."""
+    import matplotlib.pyplot as plt
+    from matplotlib import ticker
+
+    panels = [p for p in SUMMARY_PANELS if any(r["task"] == p[0] for r in runs)] or list(SUMMARY_PANELS[:1])
+    widths = [3 if p[0] == "classification" else 1.4 for p in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * sum(widths) / 1.4 * 0.75, 5.2), squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
+    markers = "osD^v<>phX*P"
+    for ax, (task, key, ylabel, xlabel) in zip(axes[0], panels):
+        mine = [r for r in runs if r["task"] == task]
+        for i, r in enumerate(mine):
+            ax.scatter(r["final"]["examples_per_sec"], r["final"][key], s=45, color=plt.cm.tab20(i % 20),
+                       marker=markers[i % len(markers)], edgecolor="black", linewidth=0.5,
+                       label=_legend_label(r, several=len(devices) > 1))
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1, 2, 5)))
+        ax.xaxis.set_major_formatter(ticker.ScalarFormatter())  # 100, 200, 500 rather than 10^2
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(task, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.margins(x=0.15, y=0.15)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2 if len(mine) > 4 else 1,
+                  frameon=False)
+    fig.suptitle(f"Measured homework runs on {'; '.join(devices) or '–'}\n{'; '.join(data_names) or '–'}",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
