@@ -123,13 +123,13 @@ def _comm_worker(steps: int, out: str) -> None:
 
 def comm(out_json: str, steps: int) -> None:
     import paddle_cnn  # noqa: F401
-    from paddle_cnn import distributed, runtime
+    from paddle_cnn import launcher, runtime
 
     with tempfile.TemporaryDirectory() as tmp:
         part = str(Path(tmp) / "comm.json")
         from benchmarks.parallel import _comm_worker as worker  # importable by name in the spawned processes
 
-        distributed.spawn(worker, 2, "cpu", steps, part)
+        launcher.spawn(worker, 2, "cpu", steps, part)
         result = json.loads(Path(part).read_text())
     import paddle
 

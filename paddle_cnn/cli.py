@@ -221,9 +221,9 @@ def cmd_train(args) -> int:
     cfg = config_for(args.model, args.profile, **_overrides(args), **parse_sets(args.set, args.model))
     out = Path(args.out or f"runs/{cfg.model}-{cfg.profile}")
     if distributed.env_rank() == 0:
-        from .trainer import check_fits_memory
+        from .memory import check_fits_memory
 
-        check_fits_memory(cfg)
+        check_fits_memory(cfg)  # before the folder is prepared; run() below is told it was done
         _prepare_out(out, args.resume, args.overwrite)
     code = _spawn_workers(args, cfg)
     if code is not None:
@@ -236,7 +236,7 @@ def cmd_train(args) -> int:
               flush=True)
     try:
         result = run(cfg, out, resume=args.resume, data_dir=args.data_dir,
-                     progress=False if args.no_progress else None)
+                     progress=False if args.no_progress else None, check_memory=False)
     except KeyboardInterrupt:
         if main_rank:
             saved = out / "checkpoint.pdckpt"
@@ -293,7 +293,7 @@ def _spawn_workers(args, cfg):
     Returns the workers' exit code when they ran, None when this process should
     train itself (one process, or already a worker).
     """
-    from . import distributed
+    from . import distributed, launcher
 
     world = distributed.env_world()
     if world > 1:  # a worker (ours or paddle.distributed.launch's): train here
@@ -303,14 +303,14 @@ def _spawn_workers(args, cfg):
         return None
     if cfg.nproc == 1:
         return None
-    distributed.check_nproc(cfg.nproc, cfg.device, cfg.sync_bn)
+    launcher.check_nproc(cfg.nproc, cfg.device, cfg.sync_bn)
     argv = list(args.argv)  # this very command, replayed in each worker
     try:  # the workers stop as one: a failed or stopped worker, Ctrl-C or SIGTERM here ends them all
-        code = distributed.spawn(main, cfg.nproc, "gpu" if _is_gpu(cfg) else "cpu", argv)
-    except distributed.WorkerError as e:
+        code = launcher.spawn(main, cfg.nproc, "gpu" if _is_gpu(cfg) else "cpu", argv)
+    except launcher.WorkerError as e:
         print(f"error: the run stopped: {e}; {_where_saved(args, cfg)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # the workers are gone already (distributed.spawn killed them)
+    except KeyboardInterrupt:  # the workers are gone already (launcher.spawn killed them)
         print(f"\ninterrupted: {_where_saved(args, cfg)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return int(code or 0)

@@ -53,6 +53,7 @@ from typing import Dict, List, Optional, Tuple
 import paddle
 from paddle import nn
 
+from . import runtime
 from .models import get_spec
 
 #: What the model leaves out (CUDA context, cuDNN workspaces, the allocator's rounding), kept free on a card.
@@ -323,3 +324,27 @@ def step_memory(cfg, budget_bytes: int = GPU_BUDGET) -> dict:
     return {"train_bytes": train, "eval_bytes": activation_bytes(cfg.model, cfg.resize, batch, False, dtype,
                                                                  cfg.model_args),
             "eval_batch": batch, "dtype_bytes": dtype}
+
+
+def check_fits_memory(cfg) -> None:
+    """Refuse an input size whose training step cannot fit this machine's memory, before any step runs.
+
+    Sizes up to the model's largest profile size are taken as they are; above
+    it the memory model's estimate at that profile size is scaled by the area
+    (activations grow with the pixels), which is enough to refuse ``--resize
+    3000`` at once instead of after minutes of swapping.
+    """
+    spec = get_spec(cfg.model)
+    reference = max(int(p.get("resize", cfg.resize)) for p in spec.profiles.values())
+    if cfg.resize <= reference:
+        return
+    per_pixel = activation_bytes(cfg.model, reference, cfg.batch_size // cfg.nproc, True, 4, cfg.model_args,
+                                 optimizer_slots(cfg))
+    need = per_pixel * (cfg.resize / reference) ** 2
+    device = runtime.resolve_device(cfg.device)
+    total = gpu_budget() if device == "gpu" else runtime.memory_bytes()
+    if total and need > total:
+        raise ValueError(f"{cfg.model} at --resize {cfg.resize} does not fit in memory: about {need / 2**30:.0f} GiB "
+                         f"for a training step of batch {cfg.batch_size}; this {'GPU budget' if device == 'gpu' else 'machine'} "
+                         f"has {total / 2**30:.0f} GiB: use a smaller --resize (its profiles use up to {reference}) "
+                         "or --batch-size")

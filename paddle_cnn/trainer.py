@@ -41,7 +41,7 @@ from typing import Callable, List, Optional
 import paddle
 from paddle import nn
 
-from . import atomic, checkpoint, distributed, runtime
+from . import atomic, checkpoint, distributed, memory, runtime
 from .checkpoint import CHECKPOINT, CheckpointError
 from .config import (AMP_CHOICES, HORIZON_SCHEDULES, INITS, OPTIMIZERS, SCHEDULES, TTA_CHOICES,  # noqa: F401
                      TrainConfig, TrainingError, choose_precision, config_for)
@@ -264,8 +264,6 @@ class Trainer:
         """The evaluation batch: ``cfg.eval_batch_size``, on a GPU capped so its activations fit the memory budget."""
         if self.device != "gpu":
             return self.cfg.eval_batch_size
-        from . import memory
-
         dtype_bytes = 4 if self.precision == "fp32" else 2
         return memory.eval_batch_size(self.cfg, memory.gpu_budget(self.dist.local_rank), dtype_bytes)
 
@@ -448,32 +446,6 @@ def train_one_epoch(trainer: Trainer, state: TrainState, data, epoch: int, warmu
 
 
 # --------------------------------------------------------------------------- one call
-def check_fits_memory(cfg: TrainConfig) -> None:
-    """Refuse an input size whose training step cannot fit this machine's memory, before any step runs.
-
-    Sizes up to the model's largest profile size are taken as they are; above
-    it the memory model's estimate at that profile size is scaled by the area
-    (activations grow with the pixels), which is enough to refuse ``--resize
-    3000`` at once instead of after minutes of swapping.
-    """
-    spec = get_spec(cfg.model)
-    reference = max(int(p.get("resize", cfg.resize)) for p in spec.profiles.values())
-    if cfg.resize <= reference:
-        return
-    from . import memory
-
-    per_pixel = memory.activation_bytes(cfg.model, reference, cfg.batch_size // cfg.nproc, True, 4, cfg.model_args,
-                                        memory.optimizer_slots(cfg))
-    need = per_pixel * (cfg.resize / reference) ** 2
-    device = runtime.resolve_device(cfg.device)
-    total = memory.gpu_budget() if device == "gpu" else runtime.memory_bytes()
-    if total and need > total:
-        raise ValueError(f"{cfg.model} at --resize {cfg.resize} does not fit in memory: about {need / 2**30:.0f} GiB "
-                         f"for a training step of batch {cfg.batch_size}; this {'GPU budget' if device == 'gpu' else 'machine'} "
-                         f"has {total / 2**30:.0f} GiB: use a smaller --resize (its profiles use up to {reference}) "
-                         "or --batch-size")
-
-
 def train(model: str, profile: str = "auto", out=None, resume: bool = False, data_dir=None,
           progress: Optional[bool] = None, log: Optional[Callable[[str], None]] = print,
           **overrides) -> FitResult:
@@ -494,9 +466,14 @@ def train(model: str, profile: str = "auto", out=None, resume: bool = False, dat
 
 def run(cfg: TrainConfig, out=None, resume: bool = False, data_dir=None,
         progress: Optional[bool] = None, log: Optional[Callable[[str], None]] = print,
-        stop_after: Optional[int] = None) -> FitResult:
-    """Build data and model for ``cfg``, fit, and save results when ``out`` is given (rank 0)."""
-    check_fits_memory(cfg)
+        stop_after: Optional[int] = None, check_memory: bool = True) -> FitResult:
+    """Build data and model for ``cfg``, fit, and save results when ``out`` is given (rank 0).
+
+    ``check_memory=False`` when the caller has already refused a size that cannot fit
+    (:func:`paddle_cnn.memory.check_fits_memory`; the command line does it before preparing ``--out``).
+    """
+    if check_memory:
+        memory.check_fits_memory(cfg)
     trainer = Trainer(cfg, out, progress=progress, log=log)
     if out is not None and trainer.is_main:
         atomic.remove_leftovers(out)

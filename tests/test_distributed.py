@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from paddle_cnn import distributed
-from paddle_cnn.trainer import TrainConfig, run
+from paddle_cnn import launcher
+from paddle_cnn.config import TrainConfig
+from paddle_cnn.trainer import run
 
 from conftest import REPO, make_fake_dataset
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Paddle's gloo b
 def _train_and_dump(cfg_dict, data_dir, out, dump):
     """Worker: train, then write this rank's final parameters to dump/rank<R>.npz."""
     from paddle_cnn import distributed as dist
-    from paddle_cnn.trainer import TrainConfig as Cfg
+    from paddle_cnn.config import TrainConfig as Cfg
     from paddle_cnn.trainer import run as train_run
 
     result = train_run(Cfg(**cfg_dict), out, data_dir=data_dir, progress=False, log=None)
@@ -47,7 +48,7 @@ def test_two_processes_follow_the_one_process_trajectory(small_data, tmp_path):
     """lenet_relu has no batch norm and no dropout: 2 x (B/2) must give the same updates as 1 x B."""
     cfg = _cfg()
     (tmp_path / "dump").mkdir()
-    distributed.spawn(_train_and_dump, 2, "cpu", cfg.__dict__, str(small_data), str(tmp_path / "two"),
+    launcher.spawn(_train_and_dump, 2, "cpu", cfg.__dict__, str(small_data), str(tmp_path / "two"),
                       str(tmp_path / "dump"))
     one = run(_cfg(), tmp_path / "one", data_dir=small_data, progress=False, log=None)
     ranks = [dict(np.load(tmp_path / "dump" / f"rank{r}.npz")) for r in (0, 1)]

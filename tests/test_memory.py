@@ -185,3 +185,24 @@ def test_gpu_budget_follows_the_card(monkeypatch):
     assert memory.gpu_budget() == 2**30
     cfg = config_for("vgg11", "course")
     assert eval_batch_size(cfg, memory.gpu_budget(), 4) < eval_batch_size(cfg, GPU_BUDGET, 4)
+
+
+def test_the_size_check_runs_once_per_command_line_run(tmp_path, monkeypatch):
+    """The command line refuses a size before preparing --out; the loop it starts does not check again."""
+    from conftest import make_fake_dataset
+    from paddle_cnn import cli
+
+    checked, real = [], memory.check_fits_memory
+    monkeypatch.setattr(memory, "check_fits_memory", lambda cfg: checked.append((cfg.model, cfg.resize)) or real(cfg))
+    make_fake_dataset(tmp_path / "d", n_train=128, n_test=20)
+    code = cli.main(["train", "lenet_relu", "--profile", "smoke", "--epochs", "1", "--device", "cpu", "--accel", "off",
+                     "--data-dir", str(tmp_path / "d"), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert code == 0 and checked == [("lenet_relu", 28)]
+    assert (tmp_path / "run" / "results.json").exists()
+
+
+def test_a_size_that_cannot_fit_is_refused_before_anything_is_built(monkeypatch):
+    monkeypatch.setattr(memory.runtime, "memory_bytes", lambda: 2**30)
+    with pytest.raises(ValueError, match=r"lenet_relu at --resize 2000 does not fit in memory: .* has 1 GiB"):
+        memory.check_fits_memory(config_for("lenet_relu", "smoke", resize=2000))
+    memory.check_fits_memory(config_for("lenet_relu", "smoke"))  # a profile's own size is taken as it is
