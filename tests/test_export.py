@@ -43,9 +43,10 @@ def make_run(folder, name: str = "lenet_relu", metric: float = 0.5, **overrides)
     initialised model (seeded) with a one-epoch history."""
     cfg = config_for(name, "smoke", **overrides)
     model = build_model(cfg)
-    history = [{"epoch": 1, "train_loss": 1.0, "train_metric": 0.5, get_task(get_spec(name).task).metric: metric}]
+    history = [{"epoch": 1, "train_loss": 1.0, "train_metric": 0.5, "examples": 60, "examples_per_sec": 100.0,
+                get_task(get_spec(name).task).metric: metric}]
     state = {"format": checkpoint.FORMAT, "model_name": name, "config": asdict(cfg), "device": "cpu",
-             "model": dict(model.state_dict()), "history": history}
+             "model": dict(model.state_dict()), "optimizer": {}, "scaler": None, "ema": None, "history": history}
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint.save(folder / checkpoint.CHECKPOINT, state)
     return folder
