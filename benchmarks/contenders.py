@@ -149,7 +149,7 @@ def _paddle_cnn_amp(cfg: dict) -> str:
 
 
 def paddle_cnn_model(cfg: dict):
-    """The model paddle_cnn's contender trains: the registry's, through ``trainer.build_model``."""
+    """The model paddle_cnn's contender trains: the registry's, through ``paddle_cnn.build_model``."""
     from paddle_cnn.models.factory import build_model
 
     return build_model(_paddle_cnn_config(cfg, cfg["steps"] * cfg["batch_size"]))

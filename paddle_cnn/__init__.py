@@ -2,8 +2,10 @@
 
 Import it before ``paddle``: the first thing it does is tune MKL/OpenMP for
 this CPU, which only works before Paddle's libraries load (see runtime.py).
-Importing the package itself does not load Paddle; ``get_model`` and
-``list_models`` load the registry (and Paddle) on first use.
+Importing the package itself does not load Paddle; the names below load
+their module (and Paddle) on first use. They are the way in::
+
+    from paddle_cnn import train, config_for, TrainConfig, build_model, Trainer, get_model, list_models
 """
 from .runtime import check_numpy_for_paddle as _check_numpy
 from .runtime import exit_if_command as _exit_if_command
@@ -18,12 +20,24 @@ _tune_cpu()
 
 __version__ = "0.2.0"
 
-__all__ = ["get_model", "list_models", "__version__"]
+#: The way in: each name and the module that holds it (imported on first use).
+_EXPORTS = {
+    "train": "trainer", "Trainer": "trainer",
+    "config_for": "config", "TrainConfig": "config",
+    "build_model": "models.factory",
+    "get_model": "models", "list_models": "models",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
 
 
 def __getattr__(name):
-    if name in ("get_model", "list_models"):
-        from . import models
+    if name in _EXPORTS:
+        import importlib
 
-        return getattr(models, name)
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])

@@ -411,7 +411,8 @@ def learning_rate_sweep(models: Sequence[str] = ("lenet", "lenet_bn"), lrs: Sequ
     A run whose loss turns non-finite (too large a rate) gets an empty history.
     """
     from .models.factory import build_model
-    from .trainer import Trainer, TrainingError, config_for
+    from .config import config_for, TrainingError
+    from .trainer import Trainer
 
     overrides.setdefault("schedule", "constant")
     runs: Dict[tuple, list] = {}

@@ -11,7 +11,7 @@
     paddle-cnn export runs/lenet-cpu [--format onnx]  the run as a Paddle Inference (or ONNX) model
     paddle-cnn predict RUN_OR_EXPORT shirt.png       top-3 classes (masks or boxes: a picture) of your pictures
 
-Every field of :class:`paddle_cnn.trainer.TrainConfig` is a ``train`` flag
+Every field of :class:`paddle_cnn.config.TrainConfig` is a ``train`` flag
 (``--batch-size``, ``--augment``, ``--schedule`` ...), generated from the
 dataclass; ``--set KEY=VALUE`` sets a model or task argument
 (``--set base_width=16`` or ``--set model_args.base_width=16``).

@@ -3,9 +3,9 @@
 Where things live: :mod:`paddle_cnn.config` (what decides a run),
 :mod:`paddle_cnn.models.factory` (building and initialising the model),
 :mod:`paddle_cnn.checkpoint` (saving and resuming), :mod:`paddle_cnn.results`
-(what a run leaves). This file holds the loop alone; the old names
-(``TrainConfig``, ``config_for``, ``build_model``, ``FitResult`` ...) are
-re-exported here so ``from paddle_cnn.trainer import ...`` keeps working.
+(what a run leaves). This file holds the loop alone; the names a user
+starts from (``train``, ``config_for``, ``TrainConfig``, ``build_model``,
+``Trainer``) are exported by :mod:`paddle_cnn` itself.
 
 A run has two kinds of state, kept apart:
 
@@ -42,13 +42,12 @@ import paddle
 from paddle import nn
 
 from . import atomic, checkpoint, distributed, memory, runtime
-from .checkpoint import CHECKPOINT, CheckpointError
-from .config import (AMP_CHOICES, HORIZON_SCHEDULES, INITS, OPTIMIZERS, SCHEDULES, TTA_CHOICES,  # noqa: F401
-                     TrainConfig, TrainingError, choose_precision, config_for)
+from .checkpoint import CHECKPOINT
+from .config import TrainConfig, TrainingError, choose_precision, config_for
 from .ema import WeightAverage
 from .models import get_spec
-from .models.factory import build_model, init_weights  # noqa: F401  (re-exported)
-from .results import FitResult, save_result  # noqa: F401  (re-exported)
+from .models.factory import build_model
+from .results import FitResult, save_result
 from .tasks import get_task
 
 #: Steps at the start of a process's first epoch left out of examples/sec (warm-up, not throughput).
@@ -122,8 +121,6 @@ class PrecisionStep:
         optimizer.clear_grad()
         return out, loss
 
-
-_Step = PrecisionStep  # the name earlier code and tests use
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -485,6 +482,5 @@ def run(cfg: TrainConfig, out=None, resume: bool = False, data_dir=None,
     return result
 
 
-__all__ = ["TrainConfig", "TrainingError", "CheckpointError", "config_for", "choose_precision", "build_model",
-           "init_weights", "FitResult", "save_result", "Trainer", "TrainState", "PrecisionStep", "evaluate",
-           "train_one_epoch", "make_optimizer", "lr_at", "train", "run", "CHECKPOINT", "TIMER_WARMUP_STEPS"]
+__all__ = ["Trainer", "TrainState", "PrecisionStep", "evaluate", "train_one_epoch", "make_optimizer", "lr_at",
+           "train", "run", "TIMER_WARMUP_STEPS"]

@@ -213,7 +213,7 @@ def test_training_steps_match_paddle_conv(library, name, size):
 
 def test_trainer_run_with_and_without_accel(library, tmp_path):
     from paddle_cnn.data import FashionMNIST
-    from paddle_cnn.trainer import TrainConfig, Trainer, build_model
+    from paddle_cnn import build_model, TrainConfig, Trainer
 
     from conftest import make_fake_dataset
 

@@ -280,15 +280,16 @@ def test_learning_rate_sweep_marks_a_diverged_run(tmp_path, monkeypatch):
     # A real divergence is hard to force on tiny data (sigmoid saturates, ReLU dies), so the trainer's
     # own non-finite-loss error is raised for the large rate; any other training error still propagates.
     from paddle_cnn import trainer
+    from paddle_cnn.config import TrainingError
 
     make_fake_dataset(tmp_path, n_train=64, n_test=20)
     fit = trainer.Trainer.fit
 
     def fit_or_diverge(self, model, data, *args, **kwargs):
         if self.cfg.lr > 10:
-            raise trainer.TrainingError("non-finite loss (nan) in epoch 1, step 1; lower the learning rate")
+            raise TrainingError("non-finite loss (nan) in epoch 1, step 1; lower the learning rate")
         if self.cfg.lr < 1e-6:
-            raise trainer.TrainingError("some other failure")
+            raise TrainingError("some other failure")
         return fit(self, model, data, *args, **kwargs)
 
     monkeypatch.setattr(trainer.Trainer, "fit", fit_or_diverge)
@@ -298,5 +299,5 @@ def test_learning_rate_sweep_marks_a_diverged_run(tmp_path, monkeypatch):
     fig = analysis.plot_learning_rate_sweep(runs)
     assert [line.get_label() for line in fig.axes[0].get_lines()] == ["lenet, lr 0.5", "lenet, lr 100: diverged"]
     plt.close(fig)
-    with pytest.raises(trainer.TrainingError, match="some other failure"):
+    with pytest.raises(TrainingError, match="some other failure"):
         analysis.learning_rate_sweep(("lenet",), (1e-9,), data=data, epochs=1, batch_size=32, device="cpu")

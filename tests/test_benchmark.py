@@ -250,6 +250,7 @@ def test_worker_sets_the_device_before_building_anything(monkeypatch, worker):
 
 def test_precision_is_what_ran_never_amp(monkeypatch, arrays):
     """--amp auto: fp32 on the CPU (a real one-step run); on a GPU whatever the trainer chose (mocked)."""
+    import paddle_cnn.config
     import paddle_cnn.data
     import paddle_cnn.trainer
 
@@ -260,7 +261,7 @@ def test_precision_is_what_ran_never_amp(monkeypatch, arrays):
 
     class GPUTrainer:  # what Trainer reports on an A100 under --amp auto (choose_precision -> bf16)
         def __init__(self, tcfg, **kwargs):
-            self.precision = paddle_cnn.trainer.choose_precision(tcfg.amp, "gpu")
+            self.precision = paddle_cnn.config.choose_precision(tcfg.amp, "gpu")
 
         def fit(self, model, data):
             return SimpleNamespace(history=[{"examples": 64, "timed_examples": 16, "train_time": 0.1,

@@ -11,7 +11,7 @@ from paddle_cnn import accel
 from paddle_cnn.accel import bf16 as bf16_mod
 from paddle_cnn.config import TrainConfig, choose_precision
 from paddle_cnn.data import FashionMNIST
-from paddle_cnn.trainer import Trainer, build_model
+from paddle_cnn import build_model, Trainer
 
 from conftest import make_fake_dataset
 from test_cli import run_cli

@@ -71,7 +71,7 @@ def test_every_training_setting_is_a_flag():
     from dataclasses import fields
 
     from paddle_cnn.cli import build_parser
-    from paddle_cnn.trainer import TrainConfig
+    from paddle_cnn import TrainConfig
 
     samples = {int: "3", float: "0.5", str: None, bool: None}
     parser = build_parser()

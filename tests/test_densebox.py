@@ -228,7 +228,7 @@ def test_receptive_field_matches_the_gradient_support():
 # --------------------------------------------------------------------------- real training
 @pytest.mark.slow
 def test_short_training_improves_ap(arrays):
-    from paddle_cnn.trainer import TrainConfig, Trainer, build_model
+    from paddle_cnn import build_model, TrainConfig, Trainer
 
     cfg = TrainConfig(model="densebox", resize=64, epochs=2, batch_size=16, lr=3e-3, optimizer="adam",
                       eval_batch_size=128, task_args=dict(num_train_scenes=384, num_test_scenes=96))

@@ -529,7 +529,8 @@ def test_homework_record_stores_the_exercise(tmp_path, fake_data, monkeypatch, c
     import json
 
     from paddle_cnn import homework
-    from paddle_cnn.trainer import config_for, run
+    from paddle_cnn import config_for
+    from paddle_cnn.trainer import run
 
     monkeypatch.setattr(exercises, "_RESULTS", {})
     cfg = config_for("lenet_relu", "smoke", device="cpu", accel="off", batch_size=20)

@@ -12,7 +12,8 @@ import pytest
 from paddle_cnn import atomic, checkpoint
 from paddle_cnn.config import TrainConfig, config_for
 from paddle_cnn.data import FashionMNIST
-from paddle_cnn.trainer import Trainer, TrainingError, build_model
+from paddle_cnn import build_model, Trainer
+from paddle_cnn.config import TrainingError
 
 from conftest import make_fake_dataset
 from test_cli import run_cli

@@ -7,7 +7,8 @@ import pytest
 
 from paddle_cnn import checkpoint, data, runtime, trainer
 from paddle_cnn.models import get_spec
-from paddle_cnn.trainer import TrainConfig, Trainer, TrainingError, build_model, choose_precision, config_for
+from paddle_cnn import build_model, config_for, TrainConfig, Trainer
+from paddle_cnn.config import choose_precision, TrainingError
 
 from conftest import make_fake_dataset
 from fake_gpu import V100, fake_gpus
@@ -61,8 +62,8 @@ def test_precision_choice_refusals(fake_gpu):
 
 
 def test_scaler_only_for_fp16():
-    assert trainer._Step("fp16", "gpu").scaling and not trainer._Step("bf16", "gpu").scaling
-    assert not trainer._Step("fp32", "cpu").scaling
+    assert trainer.PrecisionStep("fp16", "gpu").scaling and not trainer.PrecisionStep("bf16", "gpu").scaling
+    assert not trainer.PrecisionStep("fp32", "cpu").scaling
 
 
 def test_eval_batch_fits_the_gpu_budget(monkeypatch):
@@ -147,9 +148,9 @@ def test_resume_on_another_device_is_refused(tmp_path):
     d = data.FashionMNIST(28, tmp_path / "d")
     t = Trainer(cfg, tmp_path / "run", progress=False, log=None)
     t.fit(build_model(cfg), d)
-    state = checkpoint.load(tmp_path / "run" / trainer.CHECKPOINT)
+    state = checkpoint.load(tmp_path / "run" / checkpoint.CHECKPOINT)
     state["device"] = "gpu"
-    checkpoint.save(tmp_path / "run" / trainer.CHECKPOINT, state)
+    checkpoint.save(tmp_path / "run" / checkpoint.CHECKPOINT, state)
     with pytest.raises(TrainingError, match="trained on gpu"):
         Trainer(TrainConfig(**{**cfg.__dict__, "epochs": 2}), tmp_path / "run", log=None).fit(build_model(cfg), d,
                                                                                                resume=True)

@@ -113,7 +113,8 @@ def test_check_passes_a_clean_folder_and_names_each_problem(tmp_path, data_dir, 
     import dataclasses
     import json
 
-    from paddle_cnn.trainer import config_for, run
+    from paddle_cnn import config_for
+    from paddle_cnn.trainer import run
 
     monkeypatch.setenv("PADDLE_CNN_HOMEWORK", str(tmp_path / "hw"))
     cfg = dataclasses.replace(config_for("lenet_relu", "smoke", device="cpu", accel="off"), test_subset=None)
@@ -221,7 +222,8 @@ def test_check_finds_a_folder_that_disagrees_with_itself(tmp_path):
 @pytest.fixture
 def recorded(tmp_path):
     """A real 2-epoch lenet_relu run on synthetic data, recorded into a homework folder: (folder, data)."""
-    from paddle_cnn.trainer import config_for, run
+    from paddle_cnn import config_for
+    from paddle_cnn.trainer import run
 
     make_fake_dataset(tmp_path / "d", n_train=300, n_test=50)
     cfg = config_for("lenet_relu", "smoke", device="cpu", accel="off", epochs=2, schedule="onecycle")

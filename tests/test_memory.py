@@ -16,7 +16,7 @@ from paddle import nn
 from paddle_cnn import memory
 from paddle_cnn.memory import GPU_BUDGET, activation_bytes, eval_batch_size, measure, step_memory
 from paddle_cnn.models import REGISTRY, get_model
-from paddle_cnn.trainer import build_model, config_for
+from paddle_cnn import build_model, config_for
 
 pytestmark = pytest.mark.filterwarnings("ignore:When training, we now always track:UserWarning")
 MODELS = list(REGISTRY)

@@ -220,7 +220,7 @@ def test_fashion_resnet_stage_shapes_and_parameters():
 
 def test_deeper_variants_train_through_model_args():
     """ResNet-34 and DenseNet-121's block sizes reach the trainer through the registry's factories."""
-    from paddle_cnn.trainer import build_model, config_for
+    from paddle_cnn import build_model, config_for
 
     resnet34 = build_model(config_for("resnet18", "smoke", model_args={"stage_arch": [[64, 3], [128, 4], [256, 6],
                                                                                       [512, 3]]}))
@@ -314,7 +314,7 @@ def test_plain_block_has_no_shortcut_add():
 
 
 def test_plain_resnet18_has_the_same_depth_and_no_projections():
-    from paddle_cnn.trainer import build_model, config_for
+    from paddle_cnn import build_model, config_for
 
     plain = build_model(config_for("resnet18", "smoke", model_args={"residual": False}))
     residual = get_model("resnet18", input_size=28)

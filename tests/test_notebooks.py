@@ -145,7 +145,7 @@ def test_no_model_class_or_training_loop(path):
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
                     and node.func.attr in LOOP_CALLS:
                 problems.append(f"code cell {i} calls .{node.func.attr}(); training goes through "
-                                "paddle_cnn.trainer.train")
+                                "paddle_cnn.train")
     assert not problems, f"{path.name}: " + "; ".join(problems)
 
 
@@ -173,7 +173,7 @@ def exercise_checks(tree) -> list:
 def setup_parts(source: str):
     """(head, tail) of a setup cell: the lines up to the shared imports, and from ``PROFILE =`` on."""
     lines = source.splitlines()
-    cut = lines.index("from paddle_cnn.trainer import config_for, train") + 1
+    cut = lines.index("from paddle_cnn import config_for, train") + 1
     tail = next(i for i, line in enumerate(lines) if line.startswith("PROFILE ="))
     return lines[:cut], lines[tail:]
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from paddle_cnn import atomic, homework, plots
-from paddle_cnn.trainer import train
+from paddle_cnn import train
 
 matplotlib = pytest.importorskip("matplotlib")
 import matplotlib.pyplot as plt  # noqa: E402

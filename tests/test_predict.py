@@ -30,7 +30,7 @@ def parse(line: str):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_dir):
     """lenet_relu trained for one smoke epoch on 6000 images, its run folder and its export."""
-    from paddle_cnn.trainer import train
+    from paddle_cnn import train
 
     run = tmp_path_factory.mktemp("predict") / "run"
     train("lenet_relu", profile="smoke", out=run, data_dir=data_dir, log=None, progress=False, train_subset=6000)

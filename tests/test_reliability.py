@@ -53,7 +53,7 @@ def test_sigterm_then_resume_matches_uninterrupted_run(tmp_path):
 @pytest.mark.parametrize("model", ["lenet", "lenet_relu"])
 def test_same_seed_same_history(tmp_path, model):
     from paddle_cnn.data import FashionMNIST
-    from paddle_cnn.trainer import Trainer, build_model, config_for
+    from paddle_cnn import build_model, config_for, Trainer
 
     make_fake_dataset(tmp_path, n_train=300, n_test=50)
     runs = []

@@ -9,7 +9,7 @@ import pytest
 
 from paddle_cnn import homework
 from paddle_cnn.tasks import TASK_CLASSES, get_task, task_of
-from paddle_cnn.trainer import TrainConfig, Trainer, build_model
+from paddle_cnn import build_model, TrainConfig, Trainer
 
 from conftest import REPO
 from test_scenes import blob_arrays

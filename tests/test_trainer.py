@@ -7,7 +7,9 @@ import pytest
 
 from paddle_cnn import checkpoint, trainer
 from paddle_cnn.data import FashionMNIST
-from paddle_cnn.trainer import Trainer, TrainConfig, TrainingError, build_model, config_for, lr_at
+from paddle_cnn import build_model, config_for, TrainConfig, Trainer
+from paddle_cnn.config import TrainingError
+from paddle_cnn.trainer import lr_at
 
 from conftest import make_fake_dataset
 
@@ -72,7 +74,7 @@ def test_non_finite_loss_stops_and_keeps_checkpoint(tmp_path):
     run = tmp_path / "run"
     with pytest.raises(TrainingError, match=r"non-finite loss .* in epoch 2, step \d+.*checkpoint of epoch 1"):
         Trainer(cfg, run, progress=False, log=None).fit(build_model(cfg), data)
-    state = checkpoint.load(run / trainer.CHECKPOINT)
+    state = checkpoint.load(run / checkpoint.CHECKPOINT)
     assert [h["epoch"] for h in state["history"]] == [1] and math.isfinite(state["history"][0]["train_loss"])
     model = build_model(cfg)
     model.set_state_dict(checkpoint.as_tensors(state["model"]))
@@ -278,7 +280,7 @@ def test_resume_evaluates_an_epoch_saved_before_its_evaluation(tmp_path):
     cfg = TrainConfig(model="lenet_relu", epochs=2, batch_size=20, device="cpu", accel="off")
     full = Trainer(cfg, tmp_path / "full", progress=False, log=None).fit(build_model(cfg), data).history
     Trainer(cfg, tmp_path / "cut", progress=False, log=None).fit(build_model(cfg), data, stop_after=1)
-    path = tmp_path / "cut" / trainer.CHECKPOINT
+    path = tmp_path / "cut" / checkpoint.CHECKPOINT
     state = checkpoint.load(path)
     del state["history"][0]["test_acc"]                            # as saved before the evaluation
     checkpoint.save(path, state)

@@ -7,7 +7,7 @@ import pytest
 from paddle_cnn.data import FashionMNIST, random_erase
 from paddle_cnn.ema import WeightAverage
 from paddle_cnn.tasks.classification import ClassificationTask
-from paddle_cnn.trainer import Trainer, TrainConfig, build_model, config_for
+from paddle_cnn import build_model, config_for, TrainConfig, Trainer
 
 from conftest import make_fake_dataset
 

@@ -131,7 +131,7 @@ def test_dice_loss_is_small_for_a_perfect_prediction():
 # --------------------------------------------------------------------------- real training
 @pytest.mark.slow
 def test_short_training_improves_miou(arrays):
-    from paddle_cnn.trainer import TrainConfig, Trainer, build_model
+    from paddle_cnn import build_model, TrainConfig, Trainer
 
     # About 150 steps: enough to separate items from the background and to start on the classes
     # (mIoU ~0.15 after, 0.01-0.10 untrained depending on the seed); the classes need thousands of steps.
@@ -149,7 +149,7 @@ def test_short_training_improves_miou(arrays):
 
 def test_unet_without_skips_is_smaller_and_keeps_the_output_shape():
     from paddle_cnn.summary import count_params
-    from paddle_cnn.trainer import build_model, config_for
+    from paddle_cnn import build_model, config_for
 
     full = UNet(depth=3, base_width=4)
     bare = UNet(depth=3, base_width=4, skips=False)

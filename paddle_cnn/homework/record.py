@@ -32,7 +32,7 @@ def run(model: str, profile: str = "auto", device: str = "auto", root=None, data
     """
     from .. import distributed
     from ..models import get_spec
-    from ..trainer import config_for
+    from ..config import config_for
     from ..trainer import run as train_run
 
     spec = get_spec(model)

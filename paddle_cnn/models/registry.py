@@ -2,7 +2,7 @@
 
 A factory is registered once, with the course section it belongs to, its task
 and three hyper-parameter profiles (``course``, ``cpu``, ``smoke``). A profile
-is a dict of :class:`paddle_cnn.trainer.TrainConfig` fields; whatever it leaves
+is a dict of :class:`paddle_cnn.config.TrainConfig` fields; whatever it leaves
 out keeps the TrainConfig default. ``smoke`` (seconds, for tests and notebook
 CI) is derived from ``cpu`` by :func:`smoke_profile`; a factory gives only what
 differs from that.
