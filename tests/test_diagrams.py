@@ -76,3 +76,17 @@ def test_bad_output_folder_is_one_error_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a folder" in err[0]
     assert target.read_text() == "keep me"
+
+
+def test_labels_are_chinese_and_every_text_names_a_cjk_font(regenerated):
+    """The chapter is Chinese: each figure has Chinese labels, and each text element's font-family lists CJK
+    faces after the layout font, so a browser without DejaVu Sans or without Chinese glyphs in it still draws them."""
+    for name, data in regenerated.items():
+        text = data.decode("utf-8")
+        labels = re.findall(r"<text\b[^>]*>([^<]*)</text>", text)
+        assert any(re.search(r"[\u4e00-\u9fff]", s) for s in labels), f"{name}: no Chinese label"
+        families = re.findall(r"font-family: ([^;\"]+)", text)
+        assert families and all(DIAGRAMS.CJK_FONTS[0] in f and f.endswith("sans-serif") for f in families), \
+            f"{name}: a text element without the CJK font fallback: {sorted(set(families))}"
+        multi = [s for s in labels if "\n" in s]
+        assert not multi, f"{name}: multi-line text element (lines must be separate, centred by text-anchor)"
