@@ -263,7 +263,8 @@ def cmd_homework(args) -> int:
             print(line)
         if not problems:
             print(f"{homework.homework_root(args.root)}: every check holds")
-        return 1 if problems else 0
+        # 2: the folder cannot be a genuine record (unsafe files, impossible values); 1: it is inconsistent
+        return 2 if any(isinstance(p, homework.Refusal) for p in problems) else 1 if problems else 0
     if args.action == "verify":  # 0: every run reproduces, 1: a mismatch, 2 (ValueError/DataError): bad input
         return 0 if homework.verify(args.root, args.epochs, data_dir=args.data_dir) else 1
     overrides = _overrides(args)

@@ -111,9 +111,11 @@ def test_committed_summary_matches_results():
 def test_check_passes_a_clean_folder_and_names_each_problem(tmp_path, data_dir, monkeypatch):
     """`paddle-cnn homework check`: a fresh full-test-set run passes; a path, a subset or a stale table is named."""
     import dataclasses
+    import hashlib
     import json
 
     from paddle_cnn import config_for
+    from paddle_cnn.homework.schema import runs_sha256
     from paddle_cnn.trainer import run
 
     monkeypatch.setenv("PADDLE_CNN_HOMEWORK", str(tmp_path / "hw"))
@@ -124,6 +126,9 @@ def test_check_passes_a_clean_folder_and_names_each_problem(tmp_path, data_dir, 
     assert homework.check(tmp_path / "hw") == []
     assert homework.check(folder) == []
     doc = json.loads((folder / "results.json").read_text())
+    # The figure is tied to the runs it was drawn from (what check compares, without drawing it again).
+    assert doc["curves"] == {"sha256": hashlib.sha256((folder / "curves.png").read_bytes()).hexdigest(),
+                             "runs_sha256": runs_sha256(doc)}
     doc["runs"]["lenet_relu"]["data"]["path"] = "/home/student/data"
     doc["runs"]["lenet_relu"]["config"]["test_subset"] = 500
     (folder / "results.json").write_text(json.dumps(doc))

@@ -18,10 +18,11 @@ from .check import check, notebook_agreement, printed_table
 from .record import record, run
 from .render import (ANALYSIS_HEADING, BEGIN, COURSE_REFERENCE, END, generated_block, interval95, metric_text,
                      save_section_figure, section_table, settings_line, summary, write_section_readme)
-from .schema import FINAL_KEYS, FULL_TEST_SET, ROOT, SCHEMA_VERSION, homework_root, load_results, validate
+from .schema import (FINAL_KEYS, FULL_TEST_SET, ROOT, SCHEMA_VERSION, Refusal, UnsafeInput, homework_root, load_results,
+                     validate)
 from .verify import verify
 
 __all__ = ["ANALYSIS_HEADING", "BEGIN", "COURSE_REFERENCE", "END", "FINAL_KEYS", "FULL_TEST_SET", "ROOT",
-           "SCHEMA_VERSION", "check", "generated_block", "homework_root", "interval95", "load_results",
+           "Refusal", "SCHEMA_VERSION", "UnsafeInput", "check", "generated_block", "homework_root", "interval95", "load_results",
            "metric_text", "notebook_agreement", "printed_table", "record", "run", "save_section_figure",
            "section_table", "settings_line", "summary", "validate", "verify", "write_section_readme"]

@@ -14,12 +14,14 @@
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Optional
 
 from .. import atomic, runtime
 from .render import save_section_figure, write_section_readme
-from .schema import ROOT, SCHEMA_VERSION, homework_root, load_results
+from .schema import (FIGURE_MAX_BYTES, ROOT, SCHEMA_VERSION, homework_root, load_results, read_bytes,
+                     runs_sha256, sha256_of)
 
 # --------------------------------------------------------------------------- running
 def run(model: str, profile: str = "auto", device: str = "auto", root=None, data_dir=None, resume: bool = False,
@@ -87,7 +89,10 @@ def record(result, spec=None, root=None) -> dict:
     homework folder holds exactly the run the reader saw; the run's entry also
     says whether the section's exercises passed ``exercises.check`` in this
     process (``"exercises": [{"exercise": name, "passed": bool or "not run"}]``). A smoke-profile
-    result is refused when it would land in the repository's ``homework/``.
+    result is refused when it would land in the repository's ``homework/``. results.json also keeps
+    ``"curves": {"sha256": ..., "runs_sha256": ...}``: the SHA-256 of the curves.png just written and of
+    the runs it was drawn from, which ``homework check`` compares (a checksum, not a signature: it tells a
+    figure of another run or a number edited by hand, not a forger who recomputes both).
     """
     from ..models import get_spec
 
@@ -95,11 +100,14 @@ def record(result, spec=None, root=None) -> dict:
     spec = spec or get_spec(result.config.model)
     folder = homework_root(root) / spec.section
     path = folder / "results.json"
-    doc = load_results(path) if path.exists() else {"section": spec.section, "runs": {}}
+    doc = load_results(path, folder) if os.path.lexists(path) else {"section": spec.section, "runs": {}}
     doc["runs"][spec.name] = _run_entry(result, spec)
     doc["runs"] = {k: doc["runs"][k] for k in _course_order(doc["runs"])}
     # Figure and table first: if drawing fails, the old results.json still matches the old README.
     save_section_figure(doc, result, folder / "curves.png")
+    # What ties the figure to these runs (``homework check`` compares both): read back from the disk.
+    doc["curves"] = {"sha256": sha256_of(read_bytes(folder / "curves.png", FIGURE_MAX_BYTES, folder)),
+                     "runs_sha256": runs_sha256(doc)}
     write_section_readme(doc, folder / "README.md")
     atomic.write_json(path, doc)
     return doc

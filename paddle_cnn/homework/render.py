@@ -6,11 +6,12 @@ is measured and no number is typed by hand.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from .. import atomic, runtime
 from ..tasks import all_tasks
-from .schema import FINAL_KEYS, FULL_TEST_SET, homework_root, load_results
+from .schema import FINAL_KEYS, FULL_TEST_SET, README_MAX_BYTES, folder_problem, homework_root, load_results, read_text
 
 BEGIN = "<!-- BEGIN GENERATED: written by `paddle-cnn homework run`; edits here are overwritten -->"
 END = "<!-- END GENERATED -->"
@@ -132,8 +133,8 @@ def write_section_readme(doc: dict, path) -> None:
 
     path = Path(path)
     block = generated_block(doc)
-    if path.exists():
-        text = path.read_text(encoding="utf-8")
+    if os.path.lexists(path):
+        text = read_text(path, README_MAX_BYTES)
         if BEGIN in text and END in text:
             head, rest = text.split(BEGIN, 1)
             tail = rest.split(END, 1)[1]
@@ -147,22 +148,19 @@ def write_section_readme(doc: dict, path) -> None:
 
 
 # --------------------------------------------------------------------------- figures
-def save_section_figure(doc: dict, result, path) -> None:
-    """Learning curves of every run in the section (top) and predictions of the run just made (bottom).
+def draw_curves(doc: dict, grid, env: dict, model: str):
+    """The part of a section's figure drawn from results.json alone: ``(fig, bottom, heading)``.
 
-    One measure per panel (the task's ``curve_panels``): train and test of the
-    same measure share a panel, a test metric without a train counterpart gets
-    its own. Each model keeps one colour across panels; train is dashed, test solid.
+    The learning curves of every run (top) and the heading of the prediction cells of ``model``; ``bottom``
+    is the empty ``grid`` (rows, cols) of those cells. ``env`` is the environment named in the title.
     """
     import matplotlib.pyplot as plt
-    import paddle
 
     from .. import plots  # noqa: F401  (non-interactive backend where there is no display)
-    from ..tasks import get_task, task_of
+    from ..tasks import get_task
 
-    task = task_of(result.config.model)
     panels = get_task(next(iter(doc["runs"].values()))["task"]).curve_panels
-    rows, cols = task.prediction_grid
+    rows, cols = grid
     fig = plt.figure(figsize=(max(11, 3.4 * len(panels)), 8 if rows * cols >= 16 else 9.5))
     top = fig.add_gridspec(2, 1, height_ratios=[1, 1.35], hspace=0.3)
     axes = top[0].subgridspec(1, len(panels), wspace=0.45).subplots()
@@ -178,14 +176,30 @@ def save_section_figure(doc: dict, result, path) -> None:
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    env = runtime.environment(result.device)
     fig.suptitle(f"{doc['section']} — measured on {_device_text(env)}; "
                  f"{next(iter(doc['runs'].values()))['data']['name']}", fontsize=9)
     # The prediction cells get a heading naming the model they show (sections hold several runs).
     heading = fig.add_subplot(top[1])
     heading.axis("off")
-    heading.set_title(f"test predictions of {result.config.model} (the run recorded last)", fontsize=9)
-    bottom = top[1].subgridspec(rows, cols)
+    heading.set_title(f"test predictions of {model} (the run recorded last)", fontsize=9)
+    return fig, top[1].subgridspec(rows, cols), heading
+
+
+def save_section_figure(doc: dict, result, path) -> None:
+    """Learning curves of every run in the section (top) and predictions of the run just made (bottom).
+
+    One measure per panel (the task's ``curve_panels``): train and test of the
+    same measure share a panel, a test metric without a train counterpart gets
+    its own. Each model keeps one colour across panels; train is dashed, test solid.
+    """
+    import matplotlib.pyplot as plt
+    import paddle
+
+    from ..tasks import task_of
+
+    task = task_of(result.config.model)
+    rows, cols = task.prediction_grid
+    fig, bottom, _ = draw_curves(doc, task.prediction_grid, runtime.environment(result.device), result.config.model)
     with runtime.evaluating(result.model), paddle.no_grad():
         task.draw_predictions(fig, bottom, result.model, result.data, result.config, count=rows * cols)
     atomic.save_figure(fig, path, dpi=100)
@@ -208,7 +222,10 @@ def summary(root=None) -> Path:
     runs = []
     for section in sections():
         path = root / section / "results.json"
-        if path.exists():
+        if os.path.lexists(path):
+            problem = folder_problem(root / section, root)
+            if problem:
+                raise ValueError(problem)
             doc = load_results(path)
             write_section_readme(doc, root / section / "README.md")  # tables follow results.json
             runs += list(doc["runs"].values())
