@@ -106,6 +106,9 @@ def test_committed_summary_matches_results():
             assert (f"`{r['model']}` | {homework.metric_text(r)} | {reference} | "
                     f"{r['final']['examples_per_sec']:.1f} |") in text
     assert "Data: Fashion-MNIST" in text and "Measured on: " in text
+    # The site shows this table to Chinese readers: headings and the do-not-edit line in Chinese.
+    assert text.splitlines()[2:5] == [homework.render.GENERATED_LINE, "",
+                                      "| 章节 | 模型 | 测试指标 | d2l-zh 测试精度 | 样本/秒 | 参数量 | 轮数 | 用时 | 配置 | 设备 |"]
 
 
 def test_check_passes_a_clean_folder_and_names_each_problem(tmp_path, data_dir, monkeypatch):
