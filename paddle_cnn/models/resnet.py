@@ -27,14 +27,14 @@ class ResNet(Classifier):
     """
 
     def __init__(self, stage_arch=RESNET18_ARCH, num_classes: int = 10, in_channels: int = 1,
-                 input_size: int = 96, name: str = "resnet", residual: bool = True):
+                 input_size: int = 96, name: str = "resnet", residual: bool = True, block=None):
         super().__init__(name, MIN_SIZE, input_size, num_classes, fixed_input=False)
         self.stem = resnet_stem(in_channels, STEM_CHANNELS)  # [N, 1, 96, 96] -> [N, 64, 24, 24]
         stages, channels = [], STEM_CHANNELS
         for i, (out_channels, num_residuals) in enumerate(stage_arch):
             # The stem has already pooled, so the first stage keeps the side.
             stages.append(self._make_stage(channels, out_channels, num_residuals, downsample=i > 0,
-                                           residual=residual))
+                                           residual=residual, block=block))
             channels = out_channels
         self.stages = nn.Sequential(*stages)  # 96: 64x24x24, 128x12x12, 256x6x6, 512x3x3
         if num_classes:
@@ -43,10 +43,11 @@ class ResNet(Classifier):
 
     @staticmethod
     def _make_stage(in_channels: int, out_channels: int, num_residuals: int, downsample: bool,
-                    residual: bool = True) -> nn.Sequential:
-        first = Residual(in_channels, out_channels, use_1x1conv=downsample, stride=2 if downsample else 1,
-                         residual=residual)
-        rest = [Residual(out_channels, out_channels, residual=residual) for _ in range(num_residuals - 1)]
+                    residual: bool = True, block=None) -> nn.Sequential:
+        # block: a class with Residual's four arguments (the section's exercise trains its own)
+        make = (lambda *a, **k: Residual(*a, **k, residual=residual)) if block is None else block
+        first = make(in_channels, out_channels, use_1x1conv=downsample, stride=2 if downsample else 1)
+        rest = [make(out_channels, out_channels) for _ in range(num_residuals - 1)]
         return nn.Sequential(first, *rest)
 
     def forward_features(self, x):

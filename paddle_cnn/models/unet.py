@@ -67,7 +67,7 @@ class UNet(nn.Layer):
 
     def __init__(self, num_classes: int = 11, in_channels: int = 1, depth: int = DEPTH,
                  base_width: int = BASE_WIDTH, input_size: int | None = None, name: str = "unet",
-                 skips: bool = True):
+                 skips: bool = True, block=None):
         super().__init__()
         if depth < 1 or base_width < 1:
             raise ValueError(f"{name} needs depth >= 1 and base_width >= 1, got {depth} and {base_width}")
@@ -79,7 +79,8 @@ class UNet(nn.Layer):
         self.downs = nn.LayerList([nn.Sequential(nn.MaxPool2D(2, 2), DoubleConv(widths[i], widths[i + 1]))
                                    for i in range(depth)])
         # Decoder from the bottleneck up: level i takes widths[i + 1] channels and the level-i skip.
-        self.ups = nn.LayerList([Up(widths[i + 1], widths[i] if skips else 0, widths[i])
+        # block: a class with Up's arguments (the section's exercise trains its own decoder step)
+        self.ups = nn.LayerList([(block or Up)(widths[i + 1], widths[i] if skips else 0, widths[i])
                                  for i in reversed(range(depth))])
         self.head = nn.Conv2D(widths[0], num_classes, 1)
 
