@@ -6,6 +6,8 @@
     paddle-cnn homework run alexnet         measure a section's homework into homework/alexnet/
     paddle-cnn homework summary             one table over all sections
     paddle-cnn homework verify homework/lenet  re-run each recorded run's first epoch and compare
+    paddle-cnn homework pack --student ID   the archive a student hands in (results, figures, programs, manifest)
+    paddle-cnn homework grade SUBMISSIONS/ --out grades.csv   re-score a class from its archives
     paddle-cnn data check                   where the data was found, its sha256 sums, its content checked
     paddle-cnn doctor [--json]              versions, devices, data and tuning: paste it into a question
     paddle-cnn export runs/lenet-cpu [--format onnx]  the run as a Paddle Inference (or ONNX) model
@@ -109,6 +111,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("root", help="a section folder (or a homework folder: every section in it)")
     q.add_argument("--epochs", type=int, default=1, help="epochs to replay per run (default 1)")
     q.add_argument("--data-dir", help="folder with the Fashion-MNIST files the runs recorded")
+    q = hw.add_parser("pack", help="zip the homework folder into the archive a student hands in")
+    q.add_argument("--student", help="your student id (default: PADDLE_CNN_STUDENT)")
+    q.add_argument("--out", help="the archive to write (default: ID.zip here)")
+    q.add_argument("--root", help="homework folder (default: PADDLE_CNN_HOMEWORK, else the repository's homework/)")
+    q = hw.add_parser("grade", help="re-score a class's archives from their exported programs into a grades CSV")
+    q.add_argument("submissions", metavar="SUBMISSIONS_DIR", help="one .zip archive or folder per student")
+    q.add_argument("--out", default="grades.csv", help="the CSV to write (default grades.csv); feedback/ beside it")
+    q.add_argument("--jobs", type=int, default=1, help="submissions graded at once, each in its own process")
+    q.add_argument("--timeout", type=float, default=600.0, help="seconds per submission (default 600)")
+    q.add_argument("--test-data", help="a folder with the test set to re-score on (default: the course's)")
+    q.add_argument("--feedback", help="folder for feedback/<student>.md (default: feedback/ beside --out)")
+    q.add_argument("--accept-smoke", action="store_true",
+                   help="grade smoke-profile runs scored on a test subset (for trying the grader)")
+    q.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("data", help="data tools")
     p.add_argument("action", choices=["check"])
@@ -261,10 +277,25 @@ def cmd_homework(args) -> int:
         problems = homework.check(args.root)
         for line in problems:
             print(line)
+        from .homework.check import missing_student_runs
+
+        for line in missing_student_runs(args.root):
+            print(f"note: {line}")
         if not problems:
             print(f"{homework.homework_root(args.root)}: every check holds")
         # 2: the folder cannot be a genuine record (unsafe files, impossible values); 1: it is inconsistent
         return 2 if any(isinstance(p, homework.Refusal) for p in problems) else 1 if problems else 0
+    if args.action == "pack":
+        from .homework.pack import pack
+
+        pack(args.student, args.root, args.out)
+        return 0
+    if args.action == "grade":
+        from .homework.grade import grade
+
+        grade(args.submissions, args.out, args.jobs, args.timeout, args.test_data, args.feedback,
+              accept_smoke=args.accept_smoke, progress=False if args.no_progress else None)
+        return 0
     if args.action == "verify":  # 0: every run reproduces, 1: a mismatch, 2 (ValueError/DataError): bad input
         return 0 if homework.verify(args.root, args.epochs, data_dir=args.data_dir) else 1
     overrides = _overrides(args)

@@ -299,8 +299,49 @@ def check(root=None) -> list:
                 problems.append(f"{path}: run {name!r} is scored on {run_['config']['test_subset']} test images, "
                                 "not the full test set")
             problems += [f"{path}: absolute path recorded: {p}" for p in _absolute_paths(run_, f"runs.{name}")]
+            problems += [f"{path}: run {name!r}: {p}" for p in recorded_sums_problems(folder, run_)]
     return problems
 
+
+def recorded_sums_problems(folder: Path, run_: dict) -> list:
+    """Where a run differs from the sums recorded with it: its own entry (``sha256``), its program's files,
+    its student source. One phrase each; [] for a run recorded before these sums existed."""
+    from .programs import program_entry_problems
+    from .schema import entry_sha256
+    from .student import source_sha256
+
+    problems = []
+    if "sha256" in run_ and run_["sha256"] != entry_sha256(run_):
+        problems.append("its entry was edited after recording (its sha256 does not match its content)")
+    if "program" in run_:
+        problems += program_entry_problems(folder, run_["program"])
+    source = run_.get("source")
+    if isinstance(source, dict) and isinstance(source.get("file"), str):
+        where = folder / source["file"]
+        if ".." in Path(source["file"]).parts or where.is_symlink() or not where.is_file():
+            problems.append(f"its student source {source['file']} is missing")
+        elif where.stat().st_size > 2**20 or source_sha256(where.read_text(encoding="utf-8", errors="replace")) \
+                != source.get("sha256"):
+            problems.append(f"its student source {source['file']} differs from the one recorded (sha256)")
+    return problems
+
+
+def missing_student_runs(root=None) -> list:
+    """Notes (not problems) for the sections of ``root`` whose student run is not recorded."""
+    from .student import SLOTS
+
+    root = Path(root) if root is not None else homework_root()
+    notes = []
+    for folder in section_folders(root):
+        try:
+            doc = load_results(folder / "results.json")
+        except (ValueError, OSError):
+            continue
+        if doc["section"] in SLOTS and not any(r.get("implementation") == "student" for r in doc["runs"].values()):
+            notes.append(f"{folder}: the student run is missing (only the reference run is recorded); train the "
+                         f"section's network with your `{SLOTS[doc['section']].exercise}` block and record it with "
+                         "implementation=\"student\"")
+    return notes
 
 
 # --------------------------------------------------------------------------- the executed notebooks

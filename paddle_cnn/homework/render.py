@@ -116,10 +116,42 @@ def settings_line(name: str, r: dict) -> str:
     return f"- `{name}`: " + ", ".join(parts)
 
 
+def student_lines(doc: dict) -> list:
+    """Who recorded the folder (student id and seed) and whether the student's own network is recorded.
+
+    A section whose exercise block slots into its network (:data:`.student.SLOTS`) and whose folder holds
+    no student run says so: the student run is missing.
+    """
+    from .student import SLOTS
+
+    lines = []
+    who = doc.get("student")
+    if isinstance(who, dict) and who.get("id"):
+        lines.append(f"Student: `{who['id']}`, seed {who.get('seed')} (every run here trained with it).")
+    section = doc.get("section")
+    if section in SLOTS:
+        mine = [name for name, r in doc["runs"].items() if r.get("implementation") == "student"]
+        if mine:
+            for name in mine:
+                r = doc["runs"][name]
+                outcome = (r.get("exercise") or {}).get("outcome", "not run")
+                digest = (r.get("source") or {}).get("sha256", "")
+                lines.append(f"Student run `{name}`: {SLOTS[section].model} built with the student's "
+                             f"`{SLOTS[section].exercise}` block; exercise check {outcome}; source sha256 "
+                             f"{digest[:16]}…")
+        else:
+            lines.append(f"Student run: missing (学生自己的网络尚未记录). The section's network built with the "
+                         f"student's own `{SLOTS[section].exercise}` block has not been recorded; only the "
+                         "reference run is here.")
+    return lines
+
+
 def generated_block(doc: dict) -> str:
     """The README part that ``homework run`` and ``homework summary`` rewrite from results.json."""
     config_lines = [settings_line(name, r) for name, r in doc["runs"].items()]
-    return "\n".join([BEGIN, "", section_table(doc), "", "Settings:", *config_lines, "",
+    students = student_lines(doc)
+    return "\n".join([BEGIN, "", section_table(doc), "", *students, *([""] if students else []),
+                      "Settings:", *config_lines, "",
                       _data_lines(doc), "",
                       "examples/sec counts training steps only (evaluation excluded); every figure above was "
                       "measured by running the code (`paddle-cnn homework run`, or the section's notebook "

@@ -22,6 +22,25 @@ FINAL_KEYS = {name: task.final_keys for name, task in all_tasks().items()}
 FULL_TEST_SET = 10_000
 
 
+STUDENT_SUFFIX = ".student"   # results.json key of a student run: "<model>.student", beside "<model>"
+
+
+def run_key(model: str, implementation: str = "reference") -> str:
+    """The key of a run in results.json: the model's name, with ``.student`` for the student's network."""
+    return model + STUDENT_SUFFIX if implementation == "student" else model
+
+
+def entry_sha256(entry: dict) -> str:
+    """SHA-256 of a run entry's content without its own ``sha256`` field (sorted keys, compact JSON).
+
+    Recorded with the entry, it shows an edit made after recording; anyone can recompute it, so it is
+    a checksum, not a signature.
+    """
+    body = {k: v for k, v in entry.items() if k != "sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def homework_root(root=None) -> Path:
     """``root``, else ``PADDLE_CNN_HOMEWORK``, else the repository's ``homework/``."""
     return Path(root or os.environ.get("PADDLE_CNN_HOMEWORK") or ROOT)
@@ -283,7 +302,11 @@ def validate(doc: dict, path="results.json") -> None:
         need(run_["final"], {**FINAL_FIELDS, **metrics}, where + ".final")
         for i, h in enumerate(run_["history"]):
             need(h, {**HISTORY_FIELDS, **metrics}, f"{where}.history[{i}]")
-        if run_["section"] != doc["section"] or run_["model"] != name:
+        implementation = run_.get("implementation", "reference")
+        if implementation not in ("reference", "student"):
+            raise ValueError(f"{path}: {where}.implementation must be reference or student, got "
+                             f"{shown(implementation)}")
+        if run_["section"] != doc["section"] or run_key(run_["model"], implementation) != name:
             raise ValueError(f"{path}: run {name!r} is filed under the wrong section or name")
         exercises = run_.get("exercises", [])
         if not isinstance(exercises, list):

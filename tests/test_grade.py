@@ -1,0 +1,230 @@
+"""Student runs, per-student seeds, exported programs, pack and grade (issue 37).
+
+One real smoke-profile training run of lenet_relu (1 epoch) is recorded once,
+as the reference run and as the student's run of student s01, with its
+exported program; every other submission is derived from that folder (another
+student's id and seed, their own source and analysis), so the whole class is
+graded from one tiny training run.
+"""
+import csv
+import json
+import os
+import shutil
+import zipfile
+
+import pytest
+
+from paddle_cnn import homework
+from paddle_cnn.homework import grade as grading
+from paddle_cnn.homework import programs
+from paddle_cnn.homework.pack import pack
+from paddle_cnn.homework.render import ANALYSIS_TEMPLATE, write_section_readme
+from paddle_cnn.homework.schema import entry_sha256, load_results
+from paddle_cnn.homework.student import normalised_source, seed_for, source_sha256
+
+SOURCE = '''\
+def my_block(x):
+    """The student's own code."""
+    y = x * 2   # doubled
+    return y
+'''
+
+
+def _analysis(text):
+    return ANALYSIS_TEMPLATE.split("\n")[0] + "\n\n" + text + "\n"
+
+
+def _set_analysis(folder, text):
+    readme = folder / "README.md"
+    body = readme.read_text(encoding="utf-8")
+    head = body.split(homework.END)[0] + homework.END + "\n\n"
+    readme.write_text(head + _analysis(text), encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory, data_dir):
+    """s01's homework root: lenet_relu trained once (smoke), recorded as reference and as student run."""
+    from paddle_cnn.trainer import train
+
+    root = tmp_path_factory.mktemp("hw") / "s01"
+    result = train("lenet_relu", "smoke", data_dir=data_dir, seed=seed_for("s01"), log=None, progress=False)
+    homework.record(result, root=root, student="s01")
+    doc = homework.record(result, root=root, student="s01", implementation="student", source=SOURCE,
+                          exercise=True)
+    _set_analysis(root / "lenet", "ReLU 收敛比 sigmoid 快，s01 的分析。")
+    return root, doc, result
+
+
+def _derive(src_root, dest_root, student, source=SOURCE, analysis=None, history_nudge=0.0):
+    """A copy of a recorded root as if ``student`` had recorded it: id, seed, source, sums, analysis."""
+    shutil.copytree(src_root, dest_root)
+    folder = dest_root / "lenet"
+    doc = load_results(folder / "results.json")
+    doc["student"] = {"id": student, "seed": seed_for(student)}
+    for name, run_ in doc["runs"].items():
+        run_["student"] = {"id": student, "seed": seed_for(student)}
+        run_["config"]["seed"] = seed_for(student)
+        if history_nudge:
+            run_["history"][-1]["train_loss"] += history_nudge
+            run_["final"]["train_loss"] = run_["history"][-1]["train_loss"]
+        if run_.get("implementation") == "student":
+            (folder / run_["source"]["file"]).write_text(source, encoding="utf-8")
+            run_["source"]["sha256"] = source_sha256(source)
+        run_["sha256"] = entry_sha256(run_)
+    (folder / "results.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
+    write_section_readme(doc, folder / "README.md")
+    if analysis is not None:
+        _set_analysis(folder, analysis)
+    return dest_root
+
+
+def _slow_program(folder):
+    """A program of 200 convolutions at 28x28 (allowed operators, ~1.5 T multiply-adds over 256 images)."""
+    import paddle
+    from paddle import nn
+
+    layers = [nn.Conv2D(1, 64, 3, padding=1)] + [nn.Conv2D(64, 64, 3, padding=1) for _ in range(200)]
+    net = nn.Sequential(*layers, nn.AdaptiveAvgPool2D(1), nn.Flatten(), nn.Linear(64, 10))
+    net.eval()
+    for name in os.listdir(folder):
+        if name.startswith("model."):
+            os.unlink(folder / name)
+    paddle.jit.save(net, str(folder / "model"),
+                    input_spec=[paddle.static.InputSpec([None, 1, 28, 28], "float32", "image")])
+
+
+def test_normalised_source_ignores_layout_comments_and_docstrings():
+    same = 'def my_block(x):\n\n    y = x*2\n    return y  # out\n'
+    assert normalised_source(same) == normalised_source(SOURCE)
+    assert source_sha256(same) == source_sha256(SOURCE)
+    assert source_sha256(SOURCE.replace("y", "z")) != source_sha256(SOURCE)
+    assert seed_for("s01") == seed_for("s01") != seed_for("s02")
+
+
+def test_record_keeps_both_runs_with_seed_source_and_program(recorded):
+    root, doc, result = recorded
+    folder = root / "lenet"
+    assert list(doc["runs"]) == ["lenet_relu", "lenet_relu.student"]
+    ref, mine = doc["runs"]["lenet_relu"], doc["runs"]["lenet_relu.student"]
+    assert ref["implementation"] == "reference" and mine["implementation"] == "student"
+    assert doc["student"] == {"id": "s01", "seed": seed_for("s01")} == ref["student"]
+    assert ref["config"]["seed"] == seed_for("s01")
+    assert mine["source"]["sha256"] == source_sha256(SOURCE) == source_sha256((folder / mine["source"]["file"])
+                                                                              .read_text())
+    assert mine["exercise"] == {"name": None, "outcome": "passed"}     # lenet checks a function, no block slot
+    for run_ in (ref, mine):
+        prog = run_["program"]
+        assert programs.folder_sums(folder / prog["path"]) == prog["files"]
+        assert prog["committed"] and prog["precision"] == "float32"   # 250 KB; this CPU has no fp16 conv kernel
+        assert prog["fp16"]["kept"] is False and "float16" in prog["fp16"]["reason"]
+        # The program re-scores exactly what the run claimed, on the same test images.
+        assert abs(prog["rescored"] - run_["final"]["test_acc"]) <= 0.003
+        assert run_["sha256"] == entry_sha256(run_)
+    readme = (folder / "README.md").read_text()
+    assert "| `lenet_relu.student` |" in readme and "| `lenet_relu` |" in readme
+    # The check of the folder holds but for the smoke run's test subset; the sums are checked too.
+    assert all("test images, not the full test set" in p for p in homework.check(root))
+    with pytest.raises(ValueError, match="seed"):
+        homework.record(result, root=root, student="s02")              # s01's run is not s02's
+
+
+def test_missing_student_run_is_said(tmp_path):
+    doc = {"section": "resnet", "runs": {}}
+    from paddle_cnn.homework.render import student_lines
+
+    assert any("Student run: missing" in line for line in student_lines(doc))
+    assert not student_lines({"section": "lenet", "runs": {}})        # no block slot: nothing is missing
+
+
+def test_operators_outside_the_allow_list_are_refused(recorded, tmp_path):
+    root, doc, _ = recorded
+    src = root / "lenet" / doc["runs"]["lenet_relu"]["program"]["path"]
+    assert "1.conv2d" in programs.check_operators(src)
+    bad = tmp_path / "bad"
+    shutil.copytree(src, bad)
+    text = (bad / "model.json").read_text().replace('"1.relu"', '"7.my_custom_op"')
+    (bad / "model.json").write_text(text)
+    with pytest.raises(programs.ProgramError, match="7.my_custom_op"):
+        programs.check_operators(bad)
+
+
+def test_grade_a_class(recorded, tmp_path, data_dir):
+    src, doc, _ = recorded
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    work = tmp_path / "work"
+    other = SOURCE.replace("x * 2", "x + x")
+
+    # s01: honest, the real recording.
+    pack("s01", src, subs / "s01.zip", log=None)
+    # s02: honest, own source, own analysis, own history; s04 copies s02 and re-records it under its own id.
+    s02 = _derive(src, work / "s02", "s02", other, "s02 写的分析：最大池化保留了边缘。", history_nudge=1e-3)
+    pack("s02", s02, subs / "s02.zip", log=None)
+    s04 = _derive(s02, work / "s04", "s04", other)
+    pack("s04", s04, subs / "s04.zip", log=None)
+    # s03: edits its claimed accuracy after recording (final and last epoch, so the run agrees with itself).
+    s03 = _derive(src, work / "s03", "s03", SOURCE.replace("2", "3"), "s03 的分析。", history_nudge=2e-3)
+    path = s03 / "lenet" / "results.json"
+    edited = json.loads(path.read_text())
+    for run_ in edited["runs"].values():
+        run_["final"]["test_acc"] = run_["history"][-1]["test_acc"] = 0.95
+    path.write_text(json.dumps(edited))
+    write_section_readme(edited, s03 / "lenet" / "README.md")
+    pack("s03", s03, subs / "s03.zip", log=None)
+    # s05: not a zip; s06: a link out of its folder; s07: a zip bomb; s08: a FIFO; s09: a 1 GB file.
+    (subs / "s05.zip").write_bytes(b"PK\x03\x04 this is not really an archive")
+    s06 = _derive(src, subs / "s06", "s06", other.replace("+", "-"), "s06", 6e-3)
+    (s06 / "lenet" / "notes.txt").symlink_to("/etc/hostname")
+    with zipfile.ZipFile(subs / "s07.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("lenet/results.json", b"\0" * (40 * 2**20))
+    s08 = _derive(src, subs / "s08", "s08", other.replace("+", "*"), "s08", 8e-3)
+    os.mkfifo(s08 / "lenet" / "results.json.fifo")
+    s09 = _derive(src, subs / "s09", "s09", other.replace("+", "/"), "s09", 9e-3)
+    with open(s09 / "lenet" / "big.bin", "wb") as f:
+        f.truncate(2**30)                                               # sparse: 1 GB declared, nothing written
+    # s10: a packed folder missing a file its manifest lists.
+    s10 = subs / "s10"
+    with zipfile.ZipFile(pack("s10", _derive(src, work / "s10", "s10", other.replace("x +", "1 +"), "s10", 1e-2),
+                              work / "s10.zip", log=None)) as zf:
+        zf.extractall(s10)
+    os.unlink(s10 / "lenet" / "curves.png")
+    # s11: honest in every sum, but its program is far too slow for the time limit.
+    s11 = _derive(src, work / "s11", "s11", other.replace("x +", "2 *"), "s11", 1.1e-2)
+    doc11 = load_results(s11 / "lenet" / "results.json")
+    for run_ in doc11["runs"].values():
+        _slow_program(s11 / "lenet" / run_["program"]["path"])
+        run_["program"]["files"] = programs.folder_sums(s11 / "lenet" / run_["program"]["path"])
+        run_["sha256"] = entry_sha256(run_)
+    (s11 / "lenet" / "results.json").write_text(json.dumps(doc11))
+    write_section_readme(doc11, s11 / "lenet" / "README.md")
+    _set_analysis(s11 / "lenet", "s11")
+    pack("s11", s11, subs / "s11.zip", log=None)
+
+    out = tmp_path / "grades.csv"
+    grading.grade(subs, out, jobs=2, timeout=10, test_data=data_dir, accept_smoke=True, progress=False, log=None)
+    rows = {r["student"]: r for r in csv.DictReader(out.open())}
+    assert len(rows) == 11 and set(next(iter(rows.values()))) == set(grading.COLUMNS)
+
+    def flags(s):
+        return set(filter(None, rows[s]["flags"].split(";")))
+
+    honest = rows["s01"]
+    assert honest["status"] == "ok" and flags("s01") == set(), honest["reason"]
+    assert abs(float(honest["rescored"]) - float(honest["claimed"])) <= 0.003
+    assert abs(float(honest["rescored"]) - doc["runs"]["lenet_relu.student"]["final"]["test_acc"]) <= 0.003
+    assert honest["exercise"] == "passed" and honest["run"] == "lenet_relu.student"
+    assert int(honest["points"]) == int(honest["max_points"]) == 10
+    for s in ("s02", "s04"):        # the copy and its original: same source, analysis, history, other seeds
+        assert rows[s]["status"] == "ok" and flags(s) == {"copied_source", "copied_analysis", "copied_history"}
+    assert rows["s03"]["status"] == "failed check" and {"edited", "claim_contradicted"} <= flags("s03")
+    assert rows["s03"]["points"] == "0" and "re-scores" in rows["s03"]["reason"]
+    reasons = {"s05": "not a readable zip archive", "s06": "symbolic link out of the folder",
+               "s07": "zip bomb", "s08": "FIFO", "s09": "1,024 MB"}
+    for s, why in reasons.items():
+        assert rows[s]["status"] == "unreadable" and why in rows[s]["reason"], (s, rows[s])
+    assert rows["s10"]["status"] == "failed check" and "curves.png is listed in the manifest but missing" \
+        in rows["s10"]["reason"] and "edited" in flags("s10")
+    assert rows["s11"]["status"] == "timeout" and "10 s" in rows["s11"]["reason"]
+    feedback = (tmp_path / "feedback" / "s03.md").read_text()
+    assert "未成立" in feedback and "claim_contradicted" in feedback
+    assert "成立：练习检查：passed" in (tmp_path / "feedback" / "s01.md").read_text()
