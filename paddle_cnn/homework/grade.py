@@ -49,6 +49,7 @@ DEFAULT_TIMEOUT = 600.0
 # student's own network recorded and re-scored as claimed. Sections without a block slot: 5 + 5.
 POINTS_SLOT = {"reference": 3, "exercise": 3, "own_network": 4}
 POINTS_NO_SLOT = {"reference": 5, "exercise": 5, "own_network": 0}
+POINTS_NO_EXERCISE = {"reference": 10, "exercise": 0, "own_network": 0}     # a section without an exercise
 FLAGS = {
     "claim_contradicted": "a claimed test accuracy differs from the re-scored one by more than 0.003",
     "edited": "results edited after recording (a manifest or recorded sum does not match)",
@@ -290,8 +291,9 @@ def _rescore(folder: Path, run_: dict, ctx: Context) -> tuple:
 
 def _section(folder: Path, ctx: Context, student: Optional[str], seed: Optional[int], manifest_bad: list) -> dict:
     """Everything graded about one section folder of a submission."""
-    from .check import _consistency, recorded_sums_problems
+    from .check import _consistency, _impossible, recorded_sums_problems
     from .schema import validate
+    from ..exercises import section_exercises
     from .student import SLOTS, seed_for, source_sha256
 
     section = folder.name
@@ -308,7 +310,7 @@ def _section(folder: Path, ctx: Context, student: Optional[str], seed: Optional[
     for name, run_ in doc["runs"].items():
         info = {"claimed": run_["final"].get("test_acc"), "implementation": run_.get("implementation", "reference"),
                 "problems": [], "notes": []}
-        problems = [f"run {name}: {p}" for p in _consistency(run_)]
+        problems = [f"run {name}: {p}" for p in _impossible(run_) + _consistency(run_)]
         sums = [f"run {name}: {p}" for p in recorded_sums_problems(folder, run_)]
         if sums or "sha256" not in run_:
             out["flags"].add("edited")
@@ -349,6 +351,7 @@ def _section(folder: Path, ctx: Context, student: Optional[str], seed: Optional[
         out["runs"][name] = info
     out["fingerprints"]["analysis"] = _analysis(_read_text(folder / "README.md"))
     out["slot"] = section in SLOTS
+    out["exercise"] = bool(section_exercises(section))
     return out
 
 
@@ -589,7 +592,7 @@ def _rows(label: str, g: dict) -> list:
                  "exercise": "", "own_network": "", "flags": "", "points": 0, "max_points": 0, "reason": reason}]
     rows = []
     for s in g["sections"]:
-        scheme = POINTS_SLOT if s.get("slot") else POINTS_NO_SLOT
+        scheme = POINTS_SLOT if s.get("slot") else POINTS_NO_SLOT if s.get("exercise", True) else POINTS_NO_EXERCISE
         total = sum(scheme.values())
         runs = s.get("runs", {})
         ref = next((r for r in runs.values() if r["implementation"] == "reference"), None)
