@@ -201,8 +201,8 @@ def test_check_finds_a_folder_that_disagrees_with_itself(tmp_path):
     last = lenet["history"][-1]["test_acc"]
 
     _edit(folder, lambda d: d["runs"]["lenet"]["final"].update(test_acc=last + 0.05))
-    assert f"{path}: run 'lenet': final.test_acc is {last + 0.05} but the last history epoch has {last}" \
-        in homework.check(folder)
+    assert f"{path}: run 'lenet': final.test_acc is {last + 0.05} but the last history epoch has {last}; restore " \
+        "the file the course wrote" in homework.check(folder)
 
     _copy_section(tmp_path / "b")
     folder = tmp_path / "b" / "lenet"

@@ -96,6 +96,22 @@ def test_record_and_summary_refuse_a_fifo_results_json(tmp_path):
     assert not (tmp_path / "README.md").exists()      # nothing written
 
 
+@needs_fifo
+def test_record_refuses_a_fifo_readme_before_writing_anything(tmp_path):
+    import types
+
+    from paddle_cnn import config_for
+
+    folder = _copy(tmp_path)
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "README.md"}
+    (folder / "README.md").unlink()
+    os.mkfifo(folder / "README.md")
+    result = types.SimpleNamespace(config=config_for("lenet", "cpu"))   # refused before it is looked at
+    with pytest.raises(homework.UnsafeInput, match="README.md: a named pipe"):
+        homework.record(result, root=tmp_path)
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "README.md"} == before
+
+
 @needs_links
 def test_a_readme_linked_to_dev_zero_is_refused(tmp_path, capsys):
     folder = _copy(tmp_path)
@@ -202,8 +218,8 @@ def test_a_final_that_is_not_the_last_epoch_is_refused(tmp_path, capsys):
     folder = _copy(tmp_path)
     _edit(folder, lambda d: d["runs"]["lenet"]["final"].update(test_acc=0.964))
     problems = homework.check(folder)
-    assert f"{folder / 'results.json'}: run 'lenet': final.test_acc is 0.964 but the last history epoch has 0.8642" \
-        in problems
+    assert (f"{folder / 'results.json'}: run 'lenet': final.test_acc is 0.964 but the last history epoch has "
+            "0.8642; restore the file the course wrote") in problems
     assert _cli_line(folder, capsys)[0] == 2
 
 

@@ -53,7 +53,8 @@ def _consistency(run_: dict) -> list:
         k = differ[0]
         problems.append(Refusal(f"final.{k} is {figures.get(k, 'missing')} but the last history epoch has "
                                 f"{last.get(k, 'none')}"
-                                + (f" ({len(differ) - 1} more such fields)" if len(differ) > 1 else "")))
+                                + (f" ({len(differ) - 1} more such fields)" if len(differ) > 1 else "")
+                                + "; restore the file the course wrote"))
     timed = [h for h in history if h.get("train_time")]
     if timed and all(has_type(h.get("timed_examples", h.get("examples")), "number") for h in timed):
         rate = sum(h.get("timed_examples", h.get("examples")) for h in timed) / max(1e-12, sum(h["train_time"]

@@ -33,7 +33,7 @@ from typing import Optional
 
 from .. import atomic, runtime
 from . import programs
-from .render import save_section_figure, write_section_readme
+from .render import readme_parts, save_section_figure, write_section_readme
 from .schema import (FIGURE_MAX_BYTES, ROOT, SCHEMA_VERSION, entry_sha256, homework_root, load_results,
                      read_bytes, run_key, runs_sha256, sha256_of)
 from .student import SLOTS, seed_for, source_sha256, source_text, student_id
@@ -165,6 +165,8 @@ def record(result, spec=None, root=None, implementation: str = "reference", sour
         text = source_text(source)
     folder = homework_root(root) / spec.section
     path = folder / "results.json"
+    # A README that cannot be regenerated (no markers, not a regular file) is refused before anything is written.
+    readme_parts(folder / "README.md")
     doc = load_results(path, folder) if os.path.lexists(path) else {"section": spec.section, "runs": {}}
     held = (doc.get("student") or {}).get("id") if isinstance(doc.get("student"), dict) else None
     if held and sid and held != sid:

@@ -159,21 +159,33 @@ def generated_block(doc: dict) -> str:
                       "", "![learning curves and predictions](curves.png)", "", END])
 
 
+def readme_parts(path):
+    """``(head, tail)`` around the generated block of an existing section README; None when there is none.
+
+    Read as untrusted input (a regular file of at most ``README_MAX_BYTES``); a README without both markers
+    is a ValueError, so that nothing regenerates over a hand-written analysis.
+    """
+    path = Path(path)
+    if not os.path.lexists(path):
+        return None
+    text = read_text(path, README_MAX_BYTES)
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        return head, rest.split(END, 1)[1]
+    raise ValueError(f"{path} has no generated-table markers; restore them ({BEGIN!r} ... {END!r}) "
+                     "so the table can be regenerated without touching your analysis")
+
+
 def write_section_readme(doc: dict, path) -> None:
     """Regenerate the table between the markers; keep everything else, analysis included."""
     from ..models import REGISTRY
 
     path = Path(path)
     block = generated_block(doc)
-    if os.path.lexists(path):
-        text = read_text(path, README_MAX_BYTES)
-        if BEGIN in text and END in text:
-            head, rest = text.split(BEGIN, 1)
-            tail = rest.split(END, 1)[1]
-            atomic.write_text(path, head + block + tail)
-            return
-        raise ValueError(f"{path} has no generated-table markers; restore them ({BEGIN!r} ... {END!r}) "
-                         "so the table can be regenerated without touching your analysis")
+    parts = readme_parts(path)
+    if parts is not None:
+        atomic.write_text(path, parts[0] + block + parts[1])
+        return
     spec = next(s for s in REGISTRY.values() if s.section == doc["section"])
     text = f"# {spec.title[1]} / {spec.title[0]}\n\n{block}\n\n{ANALYSIS_TEMPLATE}"
     atomic.write_text(path, text)
