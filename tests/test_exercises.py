@@ -384,47 +384,60 @@ def densebox_targets_raising(boxes, labels, counts, canvas, stride=4):
 # --------------------------------------------------------------------------- the table
 # name -> (right, [(wrong candidate, the line it must fail with), ...])
 CANDIDATES = {
-    "corr2d": (corr2d_right, [(corr2d_wrong_shape, "✗ output shape: yours (4, 6), expected (5, 7)"),
-                              (corr2d_wrong_value, "✗ output values: yours differ"),
-                              (corr2d_raising, "✗ your function raised ValueError")]),
-    "alexnet": (AlexNetRight, [(alexnet_wrong_shape, "✗ parameter count: yours 46,"),
-                               (alexnet_wrong_value, "✗ output values: yours differ"),
-                               (alexnet_raising, "✗ the forward pass raised ValueError")]),
-    "vgg_block": (vgg_block_right, [(vgg_block_wrong_shape, "✗ output shape: yours (2, 8, 15, 15), expected (2, 8, 8, 8)"),
-                                    (vgg_block_wrong_value, "✗ output values: yours differ"),
-                                    (vgg_block_raising, "✗ building it raised")]),
-    "nin_block": (nin_block_right, [(nin_block_wrong_shape, "✗ output shape: yours (2, 8, 15, 15), expected (2, 8, 8, 8)"),
-                                    (nin_block_wrong_value, "✗ output values: yours differ"),
-                                    (nin_block_raising, "✗ building it raised")]),
-    "inception": (InceptionRight, [(inception_wrong_shape, "✗ output shape: yours (2, 15, 9, 9), expected (2, 22, 9, 9)"),
-                                   (inception_wrong_value, "✗ output values: yours differ"),
-                                   (inception_raising, "✗ the forward pass raised ValueError")]),
+    "corr2d": (corr2d_right, [(corr2d_wrong_shape, "✗ 输出形状：你的 (4, 6)，应为 (5, 7)"),
+                              (corr2d_wrong_value, "✗ 输出值：你的相差最多"),
+                              (corr2d_raising, "✗ 你的函数出错：ValueError")]),
+    "alexnet": (AlexNetRight, [(alexnet_wrong_shape, "✗ 参数量：你的 46,764,746，应为 21,598,922"),
+                               (alexnet_wrong_value, "✗ 输出值：你的相差最多"),
+                               (alexnet_raising, "✗ 前向计算出错：ValueError")]),
+    "vgg_block": (vgg_block_right, [(vgg_block_wrong_shape, "✗ 输出形状：你的 (2, 8, 15, 15)，应为 (2, 8, 8, 8)"),
+                                    (vgg_block_wrong_value, "✗ 输出值：你的相差最多"),
+                                    (vgg_block_raising, "✗ 构建时出错：")]),
+    "nin_block": (nin_block_right, [(nin_block_wrong_shape, "✗ 输出形状：你的 (2, 8, 15, 15)，应为 (2, 8, 8, 8)"),
+                                    (nin_block_wrong_value, "✗ 输出值：你的相差最多"),
+                                    (nin_block_raising, "✗ 构建时出错：")]),
+    "inception": (InceptionRight, [(inception_wrong_shape, "✗ 输出形状：你的 (2, 15, 9, 9)，应为 (2, 22, 9, 9)"),
+                                   (inception_wrong_value, "✗ 输出值：你的相差最多"),
+                                   (inception_raising, "✗ 前向计算出错：ValueError")]),
     "batch_norm": (batch_norm_right, [
-        (batch_norm_wrong_shape, "✗ output shape: yours (4, 3, 5, 5), (1, 3, 1, 3), (1, 3, 1, 3), "
-                                 "expected (4, 3, 5, 5), (1, 3, 1, 1), (1, 3, 1, 1)"),
-        (batch_norm_wrong_value, "✗ Y: yours differ"),
-        (batch_norm_raising, "✗ your function raised ValueError")]),
-    "residual": (ResidualRight, [(residual_wrong_shape, "✗ output shape: yours (2, 6, 7, 7), expected (2, 6, 4, 4)"),
-                                 (residual_wrong_value, "✗ output values: yours differ"),
-                                 (residual_raising, "✗ the forward pass raised ValueError")]),
-    "dense_block": (DenseBlockRight, [(dense_block_wrong_shape, "✗ output shape: yours (2, 4, 5, 5), expected (2, 11, 5, 5)"),
-                                      (dense_block_wrong_value, "✗ output values: yours differ"),
-                                      (dense_block_raising, "✗ the forward pass raised TypeError")]),
-    "transition": (transition_right, [(transition_wrong_shape, "✗ output shape: yours (2, 3, 6, 6), expected (2, 3, 3, 3)"),
-                                      (transition_wrong_value, "✗ output values: yours differ"),
-                                      (transition_raising, "✗ building it raised TypeError")]),
-    "unet_up": (UpRight, [(unet_up_wrong_shape, "✗ parameter count: yours"),
-                          (unet_up_wrong_value, "✗ output values: yours differ"),
-                          (unet_up_raising, "✗ the forward pass raised ValueError")]),
+        (batch_norm_wrong_shape, "✗ 输出形状：你的 (4, 3, 5, 5), (1, 3, 1, 3), (1, 3, 1, 3)，"
+                                 "应为 (4, 3, 5, 5), (1, 3, 1, 1), (1, 3, 1, 1)"),
+        (batch_norm_wrong_value, "✗ Y：你的相差最多"),
+        (batch_norm_raising, "✗ 你的函数出错：ValueError")]),
+    "residual": (ResidualRight, [(residual_wrong_shape, "✗ 输出形状：你的 (2, 6, 7, 7)，应为 (2, 6, 4, 4)"),
+                                 (residual_wrong_value, "✗ 输出值：你的相差最多"),
+                                 (residual_raising, "✗ 前向计算出错：ValueError")]),
+    "dense_block": (DenseBlockRight, [(dense_block_wrong_shape, "✗ 输出形状：你的 (2, 4, 5, 5)，应为 (2, 11, 5, 5)"),
+                                      (dense_block_wrong_value, "✗ 输出值：你的相差最多"),
+                                      (dense_block_raising, "✗ 前向计算出错：TypeError")]),
+    "transition": (transition_right, [(transition_wrong_shape, "✗ 输出形状：你的 (2, 3, 6, 6)，应为 (2, 3, 3, 3)"),
+                                      (transition_wrong_value, "✗ 输出值：你的相差最多"),
+                                      (transition_raising, "✗ 构建时出错：TypeError")]),
+    "unet_up": (UpRight, [(unet_up_wrong_shape, "✗ 参数量：你的 856，应为 580"),
+                          (unet_up_wrong_value, "✗ 输出值：你的相差最多"),
+                          (unet_up_raising, "✗ 前向计算出错：ValueError")]),
     "densebox_targets": (densebox_targets_right, [
-        (densebox_targets_wrong_shape, "✗ output shape: yours (3, 7, 9, 8), expected (3, 7, 8, 8)"),
-        (densebox_targets_wrong_value, "✗ distances (channels 2-5): yours differ"),
-        (densebox_targets_raising, "✗ your function raised IndexError")]),
+        (densebox_targets_wrong_shape, "✗ 输出形状：你的 (3, 7, 9, 8)，应为 (3, 7, 8, 8)"),
+        (densebox_targets_wrong_value, "✗ 到四边的距离（通道 2-5）：你的相差最多"),
+        (densebox_targets_raising, "✗ 你的函数出错：IndexError")]),
 }
 
 
-def test_every_exercise_has_candidates():
-    assert list(CANDIDATES) == list(exercises.EXERCISES)
+# (name, index of the wrong candidate) -> the line after its failure that names the part
+PARTS = {
+    ("alexnet", 0): "→ 第 1 个全连接层：输入通道数是 6400，应为 256",
+    ("alexnet", 1): "→ 第 4 个卷积层的输入不同，而第 3 个卷积层的输出一致",
+    ("nin_block", 0): "→ 第 1 个卷积层：步幅是 1，应为 2",
+    ("inception", 1): "→ 路径 4 的输出（第 16-22 个通道）与参考实现不同",
+    ("dense_block", 1): "→ 第 2 个批量规范化层的输入不同，而第 1 个卷积层的输出一致",
+    ("transition", 1): "→ 第 1 个平均汇聚层的位置上你用的是最大汇聚层",
+    ("unet_up", 0): "→ 第 1 个转置卷积层：输出通道数是 8，应为 4",
+    ("unet_up", 1): "→ 第 1 个批量规范化层的输入不同，而第 1 个卷积层的输出一致",
+}
+
+
+def test_every_notebook_exercise_has_candidates():
+    assert list(CANDIDATES) == [n for n, e in exercises.EXERCISES.items() if e.notebook]
 
 
 def test_every_section_has_an_exercise():
@@ -434,7 +447,7 @@ def test_every_section_has_an_exercise():
     assert sections <= set(exercises.SECTION_EXERCISE)
     for section, name in exercises.SECTION_EXERCISE.items():
         assert exercises.EXERCISES[name].section == section
-    assert exercises.section_exercises("densenet") == ["dense_block", "transition"]
+    assert exercises.section_exercises("densenet") == ["dense_block", "transition"]   # variants not listed
 
 
 def _lines(capsys):
@@ -446,93 +459,155 @@ def _lines(capsys):
 @pytest.mark.parametrize("name", list(CANDIDATES))
 def test_right_candidate_and_the_reference_pass(name, capsys):
     right, _ = CANDIDATES[name]
-    assert exercises.check(name, right) is True
+    journal = exercises.Journal()
+    assert exercises.check(name, right, journal=journal) is True
     lines = _lines(capsys)
-    assert lines[-1] == f"✓ exercise {name}: passed ({len(exercises.EXERCISES[name].cases)} argument sets)"
+    assert lines[-1] == f"✓ 练习 {name}：通过（{len(exercises.EXERCISES[name].cases)} 组参数）"
     assert not any(line.lstrip().startswith("✗") for line in lines)
-    assert any("gradients of" in line for line in lines) or name == "densebox_targets"
-    assert exercises.last_results()[name] == "passed"
+    assert any("的梯度" in line for line in lines) or name == "densebox_targets"
+    assert exercises.last_results(journal) == {name: "passed"}
     if name != "alexnet":   # two 25 M-parameter networks per argument set: once is enough
-        assert exercises.check(name, exercises.reference(name)) is True
-    _lines(capsys)
+        assert exercises.self_check([name], emit=lambda line: None)
 
 
 @pytest.mark.parametrize("name, index", [(n, i) for n in CANDIDATES for i in range(3)],
                          ids=[f"{n}-{kind}" for n in CANDIDATES for kind in ("wrong_shape", "wrong_value", "raising")])
 def test_wrong_candidate_fails_in_one_line(name, index, capsys):
     candidate, expected = CANDIDATES[name][1][index]
-    assert exercises.check(name, candidate) is False
+    verdict = exercises.run(name, candidate, journal=exercises.Journal())
+    assert verdict.status == "failed"
     lines = _lines(capsys)
+    assert lines == verdict.lines
     failures = [line.strip() for line in lines if line.lstrip().startswith("✗")]
     assert len(failures) == 2, lines                       # the property, then the exercise's verdict
     assert failures[0].startswith(expected), lines
-    assert failures[1] == f"✗ exercise {name}: not passed yet (see the first ✗ above)"
-    assert exercises.last_results()[name] == "failed"
+    assert failures[1] == f"✗ 练习 {name}：尚未通过（见上面第一个 ✗）"
+    arrows = [line.strip() for line in lines if line.strip().startswith("→")]
+    if (name, index) in PARTS:
+        assert len(arrows) == 1 and arrows[0].startswith(PARTS[name, index]), arrows
+
+
+def test_layers_defined_in_another_order_are_no_structural_difference(capsys):
+    """d2l's Residual defines conv1, conv2, conv3, then bn1, bn2: the layers are compared in the order they run."""
+    assert exercises.check("residual", residual_wrong_value, journal=exercises.Journal()) is False
+    lines = _lines(capsys)
+    assert not any("层的种类或顺序不对" in line for line in lines), lines
 
 
 def test_raising_candidate_names_the_students_line(capsys):
-    exercises.check("inception", inception_raising)
-    line = next(line for line in _lines(capsys) if "raised" in line)
-    assert "(your code, line" in line and "in forward: `return paddle.concat([p1, p2, p3, p4][:self.paths], axis=1)`" in line
-    exercises.check("transition", transition_raising)
-    line = next(line for line in _lines(capsys) if "raised" in line)
-    assert "in transition_raising: `return nn.Sequential(*layers.reverse())" in line
+    exercises.check("inception", inception_raising, journal=exercises.Journal())
+    line = next(line for line in _lines(capsys) if "出错" in line)
+    assert "（你的代码第" in line and "forward：`return paddle.concat([p1, p2, p3, p4][:self.paths], axis=1)`" in line
+    exercises.check("transition", transition_raising, journal=exercises.Journal())
+    line = next(line for line in _lines(capsys) if "出错" in line)
+    assert "transition_raising：`return nn.Sequential(*layers.reverse())" in line
 
 
-@pytest.mark.parametrize("name", list(CANDIDATES))
+@pytest.mark.parametrize("name", list(exercises.EXERCISES))
 def test_scaffold_and_none_are_not_attempted(name, capsys):
     namespace = {"paddle": paddle, "nn": nn, "np": np}
     exec(exercises.scaffold(name), namespace)
     (candidate,) = [v for k, v in namespace.items() if k.startswith(("my_", "My"))]
     assert "raise NotImplementedError" in exercises.scaffold(name)
+    journal = exercises.Journal()
     for c in (candidate, None):
-        assert exercises.check(name, c) is False
+        assert exercises.check(name, c, journal=journal) is False
         assert _lines(capsys) == [f"exercise {name}: not attempted yet (fill in the cell above)"]
-        assert exercises.last_results()[name] == "not attempted"
+        assert exercises.last_results(journal)[name] == "not attempted"
 
 
-def test_weights_line_up_by_layer_not_by_tensor(capsys):
-    """d2l's Residual defines conv1, conv2, conv3, bn1, bn2: every bias and BN vector is [C], yet each finds its own."""
-    assert exercises.check("residual", ResidualRight) is True
-    _lines(capsys)
+@pytest.mark.parametrize("name", list(exercises.EXERCISES))
+def test_scaffolds_are_modules_whose_text_the_notebooks_hold(name):
+    """Each scaffold is an importable module; a notebook's exercise cell starts with the same text."""
+    import importlib
+    import json
+    from pathlib import Path
+
+    module = importlib.import_module(f"paddle_cnn.exercises.scaffolds.{name}")
+    text = exercises.scaffold(name)
+    assert text.split("(")[0].split()[-1] in vars(module)
+    ex = exercises.EXERCISES[name]
+    if not ex.notebook:
+        return
+    notebook = next((Path(__file__).resolve().parents[1] / "notebooks").glob(f"*_{ex.section}.ipynb"))
+    cells = ["".join(c["source"]) for c in json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+             if c["cell_type"] == "code"]
+    assert any(cell.startswith(text) and f'exercises.check("{name}"' in cell for cell in cells), notebook.name
 
 
 def test_check_leaves_paddles_random_state_alone(capsys):
     paddle.seed(123)
     expected = paddle.rand([3]).numpy()
     paddle.seed(123)
-    exercises.check("vgg_block", vgg_block_right)
+    exercises.check("vgg_block", vgg_block_right, journal=exercises.Journal())
     np.testing.assert_array_equal(paddle.rand([3]).numpy(), expected)
     _lines(capsys)
 
 
 def test_not_a_callable_and_unknown_name(capsys):
-    assert exercises.check("vgg_block", 3) is False
-    assert _lines(capsys) == ["✗ exercise vgg_block: expected a class or function, got int"]
+    assert exercises.check("vgg_block", 3, journal=exercises.Journal()) is False
+    assert _lines(capsys) == ["✗ 练习 vgg_block：应传入一个类或函数，你传入的是 int"]
     with pytest.raises(KeyError, match="no exercise 'vgg'; the exercises are: corr2d"):
         exercises.check("vgg", vgg_block_right)
 
 
-def test_section_results_say_what_ran(monkeypatch, capsys):
-    monkeypatch.setattr(exercises, "_RESULTS", {})
-    assert exercises.section_results("densenet") == [{"exercise": "dense_block", "passed": "not run"},
-                                                     {"exercise": "transition", "passed": "not run"}]
-    exercises.check("dense_block", DenseBlockRight)
-    exercises.check("transition", transition_wrong_value)
-    assert exercises.section_results("densenet") == [{"exercise": "dense_block", "passed": True},
-                                                     {"exercise": "transition", "passed": False}]
-    assert exercises.section_results("best") == []
+@pytest.mark.parametrize("name", ["residual", "vgg_block", "corr2d"])
+def test_the_packages_own_version_is_refused(name, capsys):
+    assert exercises.check(name, exercises.reference(name), journal=exercises.Journal()) is False
+    lines = _lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith(f"✗ 练习 {name}：你传入的是包里的 paddle_cnn."), lines
+
+
+def test_a_subclass_of_the_packages_class_is_refused(capsys):
+    from paddle_cnn.blocks import Residual
+
+    class Mine(Residual):
+        pass
+
+    assert exercises.check("residual", Mine, journal=exercises.Journal()) is False
+    assert _lines(capsys) == ["✗ 练习 residual：你传入的是包里的 paddle_cnn.blocks.Residual（或它的子类），"
+                              "不是你自己的实现；请在上面的单元格里自己写出来"]
+
+
+def test_a_block_built_from_the_packages_layers_is_refused(capsys):
+    from paddle_cnn.blocks import Residual
+
+    def wrapped(*args, **kwargs):            # a function of the student's that returns the package's layer
+        return nn.Sequential(Residual(*args, **kwargs))
+
+    assert exercises.check("residual", wrapped, journal=exercises.Journal()) is False
+    failures = [line.strip() for line in _lines(capsys) if line.strip().startswith("✗")]
+    assert failures[0] == ("✗ 子层 0 是包里的 paddle_cnn.blocks.Residual：请只用 paddle.nn 的基本层自己搭建，"
+                           "不要用包里的实现")
+
+
+def test_section_results_say_what_ran(capsys):
+    journal = exercises.Journal()
+    assert exercises.section_results("densenet", journal) == [{"exercise": "dense_block", "passed": "not run"},
+                                                              {"exercise": "transition", "passed": "not run"}]
+    exercises.check("dense_block", DenseBlockRight, journal=journal)
+    exercises.check("transition", transition_wrong_value, journal=journal)
+    assert exercises.section_results("densenet", journal) == [{"exercise": "dense_block", "passed": True},
+                                                              {"exercise": "transition", "passed": False}]
+    assert exercises.section_results("best", journal) == []
     _lines(capsys)
 
 
+def test_run_returns_the_verdict(capsys):
+    verdict = exercises.run("vgg_block", vgg_block_right, journal=exercises.Journal())
+    assert verdict.passed and verdict.exercise == "vgg_block" and verdict.section == "vgg"
+    assert verdict.lines == _lines(capsys)
+
+
 def test_homework_record_stores_the_exercise(tmp_path, fake_data, monkeypatch, capsys):
+    """A notebook checks in one cell and records in another: record reads this process's journal."""
     import json
 
     from paddle_cnn import homework
     from paddle_cnn import config_for
     from paddle_cnn.trainer import run
 
-    monkeypatch.setattr(exercises, "_RESULTS", {})
+    monkeypatch.setattr(exercises, "JOURNAL", exercises.Journal())
     cfg = config_for("lenet_relu", "smoke", device="cpu", accel="off", batch_size=20)
     result = run(cfg, tmp_path / "scratch", data_dir=fake_data, progress=False, log=None)
     homework.record(result, root=tmp_path / "hw")
@@ -558,12 +633,12 @@ class _Odd(nn.Layer):
 
 
 @pytest.mark.parametrize("kind, expected", [
-    ("list", "✗ output: yours returned 2 value(s), expected one tensor"),
-    ("numpy", "✗ gradients: none reach your output (did it leave Paddle, e.g. through .numpy()?)"),
-    ("text", "✗ output: yours returned str, expected a paddle.Tensor"),
+    ("list", "✗ 输出：你的返回了 2 个值，应为一个张量"),
+    ("numpy", "✗ 梯度：没有梯度到达你的输出（是否离开了 Paddle，例如用了 .numpy()？）"),
+    ("text", "✗ 输出：你的返回了 str，应为 paddle.Tensor"),
 ])
 def test_odd_outputs_fail_in_one_line(kind, expected, capsys):
-    assert exercises.check("vgg_block", lambda *args: _Odd(*args, kind=kind)) is False
+    assert exercises.check("vgg_block", lambda *args: _Odd(*args, kind=kind), journal=exercises.Journal()) is False
     failures = [line.strip() for line in _lines(capsys) if line.lstrip().startswith("✗")]
     assert failures[0] == expected and len(failures) == 2
 
@@ -576,7 +651,8 @@ def test_weights_of_another_shape_are_named(capsys):
             in_channels = out_channels
         return nn.Sequential(*layers, nn.MaxPool2D(2, 2))
 
-    assert exercises.check("vgg_block", long_kernels) is False
-    failures = [line.strip() for line in _lines(capsys) if line.lstrip().startswith("✗")]
-    assert failures[0] == ("✗ weights: your parameters 0.weight [8, 3, 1, 9], 2.weight [8, 8, 1, 9] have no "
-                           "counterpart of that shape in the package's version")
+    assert exercises.check("vgg_block", long_kernels, journal=exercises.Journal()) is False
+    lines = [line.strip() for line in _lines(capsys)]
+    failures = [line for line in lines if line.startswith("✗")]
+    assert failures[0] == ("✗ 权重：你的参数 0.weight [8, 3, 1, 9]、2.weight [8, 8, 1, 9] 在参考实现中没有同形状的对应")
+    assert "→ 第 1 个卷积层：卷积核是 1×9，应为 3×3，填充是 0×4，应为 1" in lines
