@@ -384,7 +384,8 @@ def printed_table(notebook: Path) -> dict:
 
 
 # What ``exercises.check`` prints last about an exercise -> what ``homework.record`` then stores as "passed".
-_EXERCISE_LINE = re.compile(r"exercise (\w+): (passed|not passed yet|not attempted yet)")
+# The verdict lines are Chinese since exercises/ became a package; "not attempted yet" stays as executed notebooks show it.
+_EXERCISE_LINE = re.compile(r"exercise (\w+): (passed|not passed yet|not attempted yet)|练习 (\w+)：(通过|尚未通过)")
 
 
 def printed_exercises(notebook: Path) -> dict:
@@ -393,8 +394,8 @@ def printed_exercises(notebook: Path) -> dict:
     outcome = {}
     for cell in cells[:end]:
         if cell.get("cell_type") == "code":
-            for name, status in _EXERCISE_LINE.findall(_stdout(cell)):
-                outcome[name] = status == "passed"
+            for m in _EXERCISE_LINE.finditer(_stdout(cell)):
+                outcome[m.group(1) or m.group(3)] = (m.group(2) or m.group(4)) in ("passed", "通过")
     return outcome
 
 
