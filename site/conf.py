@@ -18,6 +18,9 @@ nb_execution_mode = "off"
 # No Jupyter widgets: their JavaScript would come from a CDN (the progress bar is text-only anyway).
 nb_ipywidgets_js = {}
 nb_render_markdown_format = "myst"
+# The folded setup cell's toggle, in the site's language.
+nb_code_prompt_show = "显示代码"
+nb_code_prompt_hide = "隐藏代码"
 
 exclude_patterns = ["_build", "**.ipynb_checkpoints"]
 suppress_warnings = ["mystnb.unknown_mime_type", "myst.header"]
@@ -35,7 +38,9 @@ html_context = {"default_mode": "auto"}  # empty, the theme logs a console error
 html_favicon = "_static/favicon.svg"      # without one the browser's /favicon.ico request is a 404
 html_search_options = {"dict": ""}        # jieba splits Chinese words with its built-in dictionary; no extra one
 html_show_sourcelink = False
-html_copy_source = False
+# The theme's download button links to _sources/<page source>: Sphinx copies the sources there, and
+# tools/site.py puts the student notebook behind each section page (no outputs, as students start).
+html_copy_source = True
 html_last_updated_fmt = None
 
 
