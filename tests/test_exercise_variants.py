@@ -3,6 +3,7 @@ refuses the package's own, and names the part a typical mistake got wrong, in Ch
 
 The student-style solutions live here, not in the package or the notebooks.
 """
+import numpy as np
 import paddle
 import paddle.nn.functional as F
 import pytest
@@ -199,6 +200,38 @@ def up_crop_padded(*args):                # padding 1, as the course's U-Net: no
     return UpCropRight(*args, padding=1)
 
 
+# --------------------------------------------------------------------------- DenseBox: boxes from targets
+def densebox_boxes_right(targets, stride=4, scale=16.0, unique=True):
+    n, _, G, _ = targets.shape
+    per_scene = []
+    for i in range(n):
+        found = []
+        for r in range(G):
+            for c in range(G):
+                if targets[i, 0, r, c] != 1:
+                    continue
+                cx, cy = (c + 0.5) * stride, (r + 0.5) * stride
+                d = targets[i, 2:6, r, c] * scale
+                row = (round(cx - d[0]), round(cy - d[1]), round(cx + d[2]), round(cy + d[3]), int(targets[i, 6, r, c]))
+                if not unique or row not in found:
+                    found.append(row)
+        per_scene.append(sorted(found))
+    K = max(len(f) for f in per_scene)
+    boxes, labels = np.zeros((n, K, 4), np.float32), np.full((n, K), -1, np.int64)
+    for i, f in enumerate(per_scene):
+        for j, row in enumerate(f):
+            boxes[i, j], labels[i, j] = row[:4], row[4]
+    return boxes, labels, np.array([len(f) for f in per_scene], np.int64)
+
+
+def densebox_boxes_every_cell(targets, stride=4):      # one box per positive cell, duplicates kept
+    return densebox_boxes_right(targets, stride, unique=False)
+
+
+def densebox_boxes_unscaled(targets, stride=4):        # distances left in units of 16 pixels
+    return densebox_boxes_right(targets, stride, scale=1.0)
+
+
 # --------------------------------------------------------------------------- the table
 # name -> (right, [(typical mistake, its failing property, the line naming the part), ...])
 VARIANTS = {
@@ -224,6 +257,10 @@ VARIANTS = {
         (bottleneck_no_shortcut_bn, "✗ 参数量：你的", "→ 第 4 个卷积层后缺少批量规范化层（应为第 4 个批量规范化层）")]),
     "dense_bottleneck": (dense_bottleneck_right, [
         (dense_bottleneck_narrow, "✗ 参数量：你的", "→ 第 1 个卷积层：输出通道数是 3，应为 12")]),
+    "densebox_boxes": (densebox_boxes_right, [
+        (densebox_boxes_every_cell, "✗ 输出形状：你的", "→ 第 1 个场景的框数：你的 2，应为 1（是否没有去掉重复的框？）"),
+        (densebox_boxes_unscaled, "✗ 输出形状：你的",
+         "→ 第 1 个场景的框数：你的 2，应为 1（你的框没有一个与参考实现的相同：检查距离的换算（乘以 16，从格子中心算起））")]),
     "unet_up_crop": (UpCropRight, [
         (up_crop_corner, "✗ 输出值：你的相差最多",
          "→ 第 1 个卷积层的输入不同，而第 1 个转置卷积层的输出一致：两者之间的计算有误"),

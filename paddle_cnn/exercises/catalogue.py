@@ -70,6 +70,7 @@ class Exercise:
     variant_of: str = ""       # the notebook exercise this one varies
     paths: Optional[Callable] = None        # reference leaf-layer name -> part label ("路径 3"), or ""
     channel_parts: Optional[Callable] = None  # case -> [(label, first channel, end)] of the output
+    explain: Optional[Callable] = None        # (reference outputs, yours) -> the part that differs, or ''
 
     @property
     def scaffold_path(self) -> Path:
@@ -109,6 +110,33 @@ def _bn_inputs(shape, training: bool) -> list:
     c = [1, shape[1]] + [1] * (len(shape) - 2)
     return [Rand(shape, scale=2.0, offset=1.0), Rand(tuple(c), scale=0.3, offset=1.0), Rand(tuple(c), scale=0.5),
             Rand(tuple(c), grad=False), Rand(tuple(c), grad=False, positive=True), 1e-5, 0.9, training]
+
+
+def _explain_boxes(ref: list, mine: list) -> str:
+    """densebox_boxes: which scene, which box and which edge differ, in the student's terms."""
+    if len(mine) != 3 or any(np.ndim(m) == 0 for m in mine):
+        return ""
+    r_counts, m_counts = np.asarray(ref[2]).reshape(-1), np.asarray(mine[2]).reshape(-1)
+    if r_counts.shape == m_counts.shape and (r_counts != m_counts).any():
+        i = int(np.argmax(r_counts != m_counts))
+        r_set = {tuple(b) for b in np.asarray(ref[0])[i, :r_counts[i]].tolist()}
+        m_set = {tuple(b) for b in np.asarray(mine[0])[i, :max(int(m_counts[i]), 0)].tolist()}
+        if not r_set & m_set:
+            hint = "你的框没有一个与参考实现的相同：检查距离的换算（乘以 16，从格子中心算起）"
+        elif m_counts[i] > r_counts[i]:
+            hint = "是否没有去掉重复的框？"
+        else:
+            hint = "是否漏掉了一些正格子，或把不同的框合并了？"
+        return f"第 {i + 1} 个场景的框数：你的 {int(m_counts[i])}，应为 {int(r_counts[i])}（{hint}）"
+    r_boxes, m_boxes = np.asarray(ref[0]), np.asarray(mine[0])
+    if r_boxes.shape == m_boxes.shape:
+        diff = np.abs(r_boxes.astype(np.float64) - m_boxes.astype(np.float64)) > 0.5
+        if diff.any():
+            i, j, e = (int(v[0]) for v in np.nonzero(diff))
+            edge = ("x1（左边）", "y1（上边）", "x2（右边）", "y2（下边）")[e]
+            return (f"第 {i + 1} 个场景第 {j + 1} 个框的 {edge}：你的 {m_boxes[i, j, e]:.4g}，应为 "
+                    f"{r_boxes[i, j, e]:.4g}（距离要乘以 16，从格子中心算起；框按 x1、y1、x2、y2 排序）")
+    return ""
 
 
 def _inception_paths(name: str) -> str:
@@ -211,6 +239,11 @@ def _exercises() -> "OrderedDict[str, Exercise]":
         Case((6, 3), inputs=[Rand((2, 6, 5, 5))]),
         Case((5, 2), inputs=[Rand((2, 5, 4, 4))]),
     ), notebook=False, variant_of="dense_block"))
+    add(Exercise("densebox_boxes", "densebox", R.densebox_boxes, "function", (
+        Case(inputs=lambda rng: [encode_boxes(*_scenes(rng, 3, 32, 3, overlap=False)[:4]), 4]),
+        Case(inputs=lambda rng: [encode_boxes(*_scenes(rng, 4, 48, 3, overlap=True)[:4]), 4]),
+    ), outputs=("boxes", "labels", "counts"), grad_outputs=(), notebook=False, variant_of="densebox_targets",
+        explain=_explain_boxes))
     add(Exercise("unet_up_crop", "unet", R.UpCrop, "layer", (
         Case((8, 4, 5), inputs=[Rand((2, 8, 5, 5)), Rand((2, 4, 14, 14))]),
         Case((6, 5, 3), inputs=[Rand((2, 6, 6, 6)), Rand((2, 5, 17, 17))]),   # odd margin: floor on top/left

@@ -110,10 +110,8 @@ def package_object(candidate) -> str:
 @contextlib.contextmanager
 def _on_cpu():
     """Build and run the reference on the CPU (as the child does), leaving the caller's device and RNG alone."""
-    from paddle.base import core
-
     device = paddle.get_device()
-    generator = core.default_cpu_generator()
+    generator = runner.cpu_generator()
     rng_state = generator.get_state()
     if not device.startswith("cpu"):
         paddle.set_device("cpu")
@@ -322,18 +320,20 @@ class _Case:
                 self.fail(f"输出：你的返回了 {d['type']}，应为 paddle.Tensor")
         ref_shapes = [_shape_text(r.shape) for r in ref_outs]
         my_shapes = [_shape_text(d["shape"]) for d in described]
-        if ref_shapes != my_shapes:
-            self.fail(f"输出形状：你的 {', '.join(my_shapes)}，应为 {', '.join(ref_shapes)}", self.structure())
-        self.say(f"{OK} 输出形状 {', '.join(ref_shapes)}")
         ref_np = [runner._numpy(r) for r in ref_outs]
         my_np = [self.arrays[f"out.{i}"] for i in range(len(ref_outs))]
+        if ref_shapes != my_shapes:
+            why = self.structure() or (ex.explain(ref_np, my_np) if ex.explain else "")
+            self.fail(f"输出形状：你的 {', '.join(my_shapes)}，应为 {', '.join(ref_shapes)}", why)
+        self.say(f"{OK} 输出形状 {', '.join(ref_shapes)}")
         named = list(zip(ex.outputs or ("输出值",) * len(ref_outs), ref_np, my_np))
         if ex.parts is not None:
             named = [(label, r, m) for (label, r), (_, m) in zip(ex.parts(ref_np[0]), ex.parts(my_np[0]))]
         for what, r, m in named:
             problem = close(m, r)
             if problem:
-                self.fail(f"{what}：你的{problem}", self.where_values(r, m))
+                why = ex.explain(ref_np, my_np) if ex.explain else ""
+                self.fail(f"{what}：你的{problem}", why or self.where_values(r, m))
             self.say(f"{OK} {what}（最大差 {_max_diff(m, r):.2g}）")
 
     def where_values(self, r, m) -> str:

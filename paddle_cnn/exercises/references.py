@@ -168,3 +168,36 @@ class UpCrop(nn.Layer):
         top, left = (skip.shape[2] - h) // 2, (skip.shape[3] - w) // 2
         x = paddle.concat([skip[:, :, top:top + h, left:left + w], x], axis=1)
         return F.relu(self.conv2(F.relu(self.conv1(x))))
+
+
+def densebox_boxes(targets, stride: int = 4):
+    """DenseBox section: the boxes (and labels) a target map encodes, each box once.
+
+    Every positive cell (channel 0 == 1) of scene i decodes to its box:
+    (cx - 16 d0, cy - 16 d1, cx + 16 d2, cy + 16 d3) with (cx, cy) the cell
+    centre and d channels 2-5; rounded to whole pixels (the scenes' edges are
+    integers), with the label from channel 6. Distinct (box, label) rows,
+    sorted by x1, then y1, x2, y2; padded to the largest count with zero boxes
+    and label -1. Returns (boxes [n, K, 4] float32, labels [n, K] int64, counts [n] int64).
+    """
+    import numpy as np
+
+    t = np.asarray(targets, np.float32)
+    n, _, G, _ = t.shape
+    centre = (np.arange(G, dtype=np.float32) + 0.5) * stride
+    found = []
+    for i in range(n):
+        rows, cols = np.nonzero(t[i, 0] == 1)
+        cx, cy = centre[cols], centre[rows]
+        d = t[i, 2:6, rows, cols] * 16.0                      # [m, 4]
+        b = np.round(np.stack([cx - d[:, 0], cy - d[:, 1], cx + d[:, 2], cy + d[:, 3]], 1))
+        rows_ = np.unique(np.concatenate([b, t[i, 6, rows, cols][:, None]], 1), axis=0)
+        rows_ = rows_[np.lexsort((rows_[:, 3], rows_[:, 2], rows_[:, 1], rows_[:, 0]))]
+        found.append(rows_)
+    K = max([len(f) for f in found] + [0])
+    boxes = np.zeros((n, K, 4), np.float32)
+    labels = np.full((n, K), -1, np.int64)
+    for i, f in enumerate(found):
+        boxes[i, :len(f)] = f[:, :4]
+        labels[i, :len(f)] = f[:, 4]
+    return boxes, labels, np.array([len(f) for f in found], np.int64)

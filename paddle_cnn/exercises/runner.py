@@ -40,13 +40,18 @@ class CandidateError(Exception):
 
 
 # --------------------------------------------------------------------------- helpers shared with the judge
-def seed_cpu(seed: int) -> None:
-    """Seed the CPU generator only (a forked child of a GPU process must not touch CUDA)."""
+def cpu_generator():
+    """Paddle's CPU random generator (``paddle.base`` from 2.6 on, ``paddle.fluid`` before)."""
     try:
         from paddle.base import core
-        core.default_cpu_generator().manual_seed(int(seed))
-    except (ImportError, AttributeError):   # pragma: no cover - older layouts
-        paddle.seed(int(seed))
+    except ImportError:   # pragma: no cover - Paddle < 2.6
+        from paddle.fluid import core
+    return core.default_cpu_generator()
+
+
+def seed_cpu(seed: int) -> None:
+    """Seed the CPU generator only (a forked child of a GPU process must not touch CUDA)."""
+    cpu_generator().manual_seed(int(seed))
 
 
 def materialize(raw: list, seed: int):

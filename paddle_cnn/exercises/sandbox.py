@@ -213,9 +213,13 @@ def _die_with_parent() -> None:
 def _child_main(fd: int, ex, candidate, seed: int) -> None:  # pragma: no cover - measured through its reports
     """The child's whole life: report, then os._exit so that control never returns into the caller's code."""
     try:
-        os.setpgid(0, 0)
+        for step in (lambda: os.setpgid(0, 0),                               # one group: a kill ends it all
+                     lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)):   # the caller handles Ctrl-C
+            try:
+                step()
+            except (OSError, ValueError):   # not the main thread, or not allowed: the caller still kills us
+                pass
         _die_with_parent()
-        signal.signal(signal.SIGINT, signal.SIG_IGN)   # the caller handles Ctrl-C and kills us
         printed = runner._Printed()
         sys.stdout = sys.stderr = printed              # a forked Jupyter stream must not be written to
         import paddle
