@@ -189,7 +189,7 @@ MAX_STATE_BYTES = 8 * 2**20       # state.json: config, history, scalars; real o
 MAX_MEMBERS = 100_000             # tensors in one archive (ResNet-18 with momentum: about 200)
 MAX_ELEMENTS = 2**31 - 1          # elements of one tensor (Paddle's int32 shapes)
 MAX_DEPTH = 64                    # nesting of state.json / an old pickle; real states nest about 12 deep
-MAX_NODES = 200_000               # values walked in an old-format state; real ones hold a few thousand
+MAX_NODES = 100_000               # values walked in an old-format state; real ones hold a few thousand
 MAX_LOADED_RESIZE = 1024          # input side of a loaded run: above any course profile (224) by far
 NUMBER_KINDS = "biuf"             # bool, int, unsigned, float: the only array kinds a checkpoint holds
 _FIX = "use the checkpoint your training wrote (or another copy), or train anew"
@@ -397,8 +397,8 @@ def _bounded_finite(value, where: str, what: str) -> None:
             raise _refused(where, f"holds the value {obj} in {path}")
 
 
-def _bounded_config(state: dict, where: str) -> None:
-    """The run's configuration passes :meth:`TrainConfig.validate`, with the input side bounded."""
+def _bounded_config(state: dict, where: str) -> TrainConfig:
+    """The run's configuration, through :meth:`TrainConfig.validate`, with the input side bounded."""
     known = {f.name for f in fields(TrainConfig)}
     try:
         values = {k: v for k, v in json.loads(json.dumps(state["config"])).items() if k in known}
@@ -406,18 +406,44 @@ def _bounded_config(state: dict, where: str) -> None:
         raise _refused(where, f"holds a configuration that is not plain values ({e})") from None
     values.update(model=state["model_name"], log_dir=None)   # log_dir names a folder on the training machine
     try:
-        TrainConfig(**values).validate()
+        cfg = TrainConfig(**values).validate()
     except (TypeError, ValueError) as e:
         raise _refused(where, f"holds a configuration paddle_cnn refuses ({e})") from None
-    resize = values.get("resize", TrainConfig.resize)
-    if resize > MAX_LOADED_RESIZE:
-        raise _refused(where, f"says resize {resize}, more than the {MAX_LOADED_RESIZE} pixels paddle_cnn loads "
+    if cfg.resize > MAX_LOADED_RESIZE:
+        raise _refused(where, f"says resize {cfg.resize}, more than the {MAX_LOADED_RESIZE} pixels paddle_cnn loads "
                               "(the course's largest input is 224)")
+    return cfg
+
+
+def _bounded_shapes(state: dict, cfg: TrainConfig, where: str) -> None:
+    """The model its configuration describes has exactly the checkpoint's weights, by name and shape.
+
+    Checked on a model that allocates nothing (:func:`declared_shapes`), so a configuration edited to
+    describe a network of a billion parameters is refused before export or predict would build it.
+    """
+    from .models.factory import declared_shapes
+
+    try:
+        declared = declared_shapes(cfg)
+    except Exception as e:   # a constructor refusing its arguments, or a shape past Paddle's int32 range
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise _refused(where, f"holds a configuration whose {cfg.model} cannot be built ({type(e).__name__}: "
+                              f"{first})") from None
+    weights = [("model", state["model"])]
+    if isinstance(state.get("ema"), dict):
+        weights.append(("ema", state["ema"]["shadow"]))
+    for what, held in weights:
+        for name, shape in declared.items():
+            if name not in held:
+                raise _refused(where, f"lacks {what} weight {name}, which its configuration's {cfg.model} has")
+            if list(held[name].shape) != shape:
+                raise _refused(where, f"holds {what} weight {name} of shape {list(held[name].shape)}, and its "
+                                      f"configuration's {cfg.model} has {shape}")
 
 
 def _bounded_run_state(state: dict, where: str) -> None:
     """What resume, export and predict read from a run's state is there, of the right kind, and finite."""
-    _bounded_config(state, where)
+    cfg = _bounded_config(state, where)
     if not isinstance(state.get("optimizer"), dict):
         raise _refused(where, "has no optimizer state ('optimizer'), which every run's checkpoint holds")
     if state.get("scaler") is not None and not isinstance(state["scaler"], dict):
@@ -429,6 +455,7 @@ def _bounded_run_state(state: dict, where: str) -> None:
     _bounded_weights(state["model"], where, "model")
     if ema is not None:
         _bounded_weights(ema["shadow"], where, "ema")
+    _bounded_shapes(state, cfg, where)
     _bounded_finite(state["optimizer"], where, "optimizer")
     _bounded_finite(state.get("scaler"), where, "scaler")
     from .tasks import get_task

@@ -18,16 +18,17 @@ import pytest
 from paddle_cnn import checkpoint
 from paddle_cnn.checkpoint import CheckpointError
 from paddle_cnn.config import config_for
+from paddle_cnn.models import list_models
+from paddle_cnn.models.factory import build_model, declared_shapes
 
 from test_cli import run_cli
 
 
 def _state(**changes) -> dict:
-    """A run's state as the trainer writes it (lenet_relu, one epoch), small weights."""
+    """A run's state as the trainer writes it (lenet_relu, one epoch), its weights all 0.1."""
     cfg = config_for("lenet_relu", "smoke", device="cpu")
     state = {"format": checkpoint.FORMAT, "model_name": "lenet_relu", "config": asdict(cfg), "device": "cpu",
-             "model": {"features.0.weight": np.full((6, 1, 5, 5), 0.1, "float32"),
-                       "features.0.bias": np.zeros(6, "float32")},
+             "model": {k: np.full(shape, 0.1, "float32") for k, shape in declared_shapes(cfg).items()},
              "optimizer": {"features.0.weight_velocity_0": np.zeros((6, 1, 5, 5), "float32"),
                            "LR_Scheduler": {"last_epoch": 3, "last_lr": 0.1}},
              "scaler": None, "ema": None,
@@ -164,6 +165,35 @@ def test_config_values_are_checked(ckpt, key, value, words):
     _refused(ckpt, words)
 
 
+def test_config_describing_a_network_of_270_billion_parameters(ckpt):
+    """model_args edited to a stage of 100000 channels: refused from a construction that allocates nothing
+    (building it took minutes and 14 GB before export gave up)."""
+    state = _state(model_name="resnet18")
+    state["config"] = {**asdict(config_for("resnet18", "smoke", device="cpu")),
+                       "model_args": {"stage_arch": [[64, 2], [100_000, 2]]}}
+    checkpoint.save(ckpt, state)
+    _refused(ckpt, "lacks model weight stem.0.weight, which its configuration's resnet18 has")
+    state["model"] = {k: np.zeros([1] * len(shape), "float32") for k, shape in
+                      declared_shapes(config_for("resnet18", "smoke", device="cpu")).items()}
+    checkpoint.save(ckpt, state)
+    _refused(ckpt, "holds model weight stem.0.weight of shape [1, 1, 1, 1], and its configuration's resnet18 has")
+
+
+def test_weights_of_another_shape_than_the_configuration_says(ckpt):
+    state = _state()
+    state["model"]["head.1.weight"] = np.zeros((400, 7), "float32")
+    checkpoint.save(ckpt, state)
+    _refused(ckpt, "holds model weight head.1.weight of shape [400, 7]", "has [400, 120]")
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_declared_shapes_are_those_of_the_built_model(name):
+    """The shapes weights are checked against (a construction that allocates nothing) are the real model's."""
+    cfg = config_for(name, "smoke", device="cpu")
+    built = {k: list(v.shape) for k, v in build_model(cfg).state_dict().items()}
+    assert declared_shapes(cfg) == built
+
+
 def test_state_json_that_inflates_to_gigabytes(ckpt):
     """A deflated state.json declaring far more than a state holds is refused by its declared size,
     and a small deflated one (paddle_cnn writes members uncompressed) is refused unread."""
@@ -188,7 +218,7 @@ def _legacy(payload: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("levels, words", [(80, "nests deeper than the 64 levels"),
-                                           (60, "more than 200,000 values")])
+                                           (60, "more than 100,000 values")])
 def test_old_format_pickle_of_shared_lists(ckpt, levels, words):
     """A kilobyte standing for 2**80 (or 2**60) lists: the walk counts visits, not objects, and stops."""
     node: list = []
@@ -235,7 +265,7 @@ def test_non_finite_weights(ckpt, where):
     if where == "model":
         state["model"]["features.0.weight"] = bad
     elif where == "ema":
-        state["ema"] = {"updates": 5, "shadow": {"features.0.weight": bad}}
+        state["ema"] = {"updates": 5, "shadow": {**state["model"], "features.0.weight": bad}}
     else:
         state["optimizer"]["features.0.weight_velocity_0"] = bad
     checkpoint.save(ckpt, state)

@@ -50,24 +50,44 @@ def _too_big(cfg: TrainConfig, detail: str) -> ValueError:
                       f"use a smaller --resize (its profiles use {spec.profiles['cpu'].get('resize')} on the CPU)")
 
 
+def _declared(spec, kwargs) -> nn.Layer:
+    """The model ``spec.constructor(**kwargs)`` builds, with no parameter allocated or initialised
+    (``paddle.LazyGuard``) and its parameter names drawn apart from the process's own counter."""
+    from paddle.utils import unique_name
+
+    with unique_name.guard(), paddle.LazyGuard():
+        return spec.constructor(**kwargs)
+
+
+def declared_shapes(cfg: TrainConfig) -> dict:
+    """{state_dict name: shape} of the model :func:`build_model` would build for ``cfg``, without
+    allocating it: what a checkpoint's weights are checked against before anything is built."""
+    kwargs = dict(cfg.model_args)
+    kwargs.setdefault("input_size", cfg.resize)
+    return {name: [int(d) for d in value.shape]
+            for name, value in _declared(get_spec(cfg.model), kwargs).state_dict().items()}
+
+
 def build_model(cfg: TrainConfig) -> nn.Layer:
     """The registered model for ``cfg``, seeded and initialised as ``cfg.init`` says.
 
     Training needs the weights about four times (weights, gradients, two
     optimizer slots); a model whose parameters alone cannot fit that way in
-    this machine's memory is refused before initialisation touches them.
+    this machine's memory is refused before they are allocated (its sizes come
+    from a construction that allocates nothing, so ``--set`` channel counts of
+    a billion parameters are one line, not minutes of swapping).
     """
     spec = get_spec(cfg.model)
-    runtime.seed_everything(cfg.seed)
     kwargs = dict(cfg.model_args)
     kwargs.setdefault("input_size", cfg.resize)
     try:
-        model = spec.constructor(**kwargs)
-        need = 4 * 4 * sum(int(np.prod(p.shape)) for p in model.parameters())
+        need = 4 * 4 * sum(int(np.prod(p.shape)) for p in _declared(spec, kwargs).parameters())
         total = runtime.memory_bytes()
         if total and need > total:
             raise _too_big(cfg, f"{need / 2**30:.0f} GiB for weights, gradients and optimizer state; "
                                 f"this machine has {total / 2**30:.0f} GiB")
+        runtime.seed_everything(cfg.seed)
+        model = spec.constructor(**kwargs)
         return init_weights(model, cfg.init)
     except MemoryError:
         raise _too_big(cfg, "the allocation of its weights failed") from None
