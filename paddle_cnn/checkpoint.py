@@ -16,6 +16,15 @@ pickles, written before this module) are read through an unpickler that only
 builds dicts, lists, tuples and NumPy arrays; anything else in such a file is
 refused.
 
+The SHA-256 is a checksum, not a signature: a crafted file can carry a correct
+one. So reading is bounded (see "bounded reading" below): the file's size, each
+member's declared size, every ``.npy`` header against its bytes, the nesting of
+``state.json`` and the old pickle reader's walk are checked before memory is
+spent; and :func:`load` checks what resume, export and predict use -- the
+configuration (:meth:`TrainConfig.validate`, and a model built from it without
+allocating has exactly the file's weights), the optimizer state, the history's
+numbers, float32 and finite weights.
+
 This module takes what it needs (config, device, rank) as arguments and does
 not import the trainer.
 """
