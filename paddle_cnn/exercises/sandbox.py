@@ -103,24 +103,25 @@ class Child:
             os.close(read)
             _child_main(write, ex, candidate, seed)
         os.close(write)
-        self.pid, self.fd, self.buffer, self.status = pid, read, bytearray(), None
+        self.pid, self.fd, self.status = pid, read, None
 
     # ---- reading with a deadline
-    def _read(self, n: int, deadline: float, time_limit: float) -> bytes:
-        while len(self.buffer) < n:
+    def _read(self, n: int, deadline: float, time_limit: float) -> bytearray:
+        """Exactly ``n`` bytes, read straight into one buffer (an array's bytes are copied once)."""
+        out = bytearray(n)
+        view, got = memoryview(out), 0
+        while got < n:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise ChildFailed(f"超过时间限制（{time_limit:g} 秒）：检查已停止（是否有死循环，或计算量过大？）")
             ready, _, _ = select.select([self.fd], [], [], left)
             if not ready:
                 continue
-            chunk = os.read(self.fd, max(n - len(self.buffer), 1 << 20))
-            if not chunk:
+            k = os.readv(self.fd, [view[got:]])
+            if not k:
                 raise ChildFailed(self._ended())
-            self.buffer += chunk
-        data = bytes(self.buffer[:n])
-        del self.buffer[:n]
-        return data
+            got += k
+        return out
 
     def _ended(self) -> str:
         self._reap(wait=True)
@@ -140,7 +141,7 @@ class Child:
         if size > MAX_HEADER:
             raise ChildFailed("子进程发回的数据无法读取（报告过大）：检查已停止")
         try:
-            head = json.loads(self._read(size, deadline, time_limit).decode("utf-8"))
+            head = json.loads(bytes(self._read(size, deadline, time_limit)).decode("utf-8"))
             specs = head.pop("_arrays")
             if not isinstance(head, dict) or sum(int(s[3]) for s in specs) > MAX_ARRAYS:
                 raise ValueError("too large")
