@@ -475,11 +475,15 @@ def _bounded_run_state(state: dict, where: str) -> None:
     for i, record in enumerate(history):
         if not isinstance(record, dict) or record.get("epoch") != i + 1 or isinstance(record.get("epoch"), bool):
             raise _refused(where, f"has a history whose epochs are not 1..{len(history)}")
-        # the last epoch may be saved before its evaluation (the trainer evaluates it on resume)
-        need = HISTORY_KEYS + ((metric,) if i + 1 < len(history) else ())
-        missing = [k for k in need if not _is_number(record.get(k))]
+        missing = [k for k in HISTORY_KEYS if not _is_number(record.get(k))]
         if missing:
             raise _refused(where, f"has no finite {missing[0]!r} in epoch {i + 1} of its history")
+        # The last epoch may be saved before its evaluation (the trainer evaluates it on resume); a test
+        # metric may be NaN (a mean IoU over no class present), but it is a number.
+        value = record.get(metric)
+        if (i + 1 < len(history) or value is not None) and (
+                not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise _refused(where, f"has no {metric!r} number in epoch {i + 1} of its history")
 
 
 #: Numbers every epoch of a history holds (the epoch line, results.json and the curves read them).

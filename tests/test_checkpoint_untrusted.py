@@ -134,7 +134,10 @@ def test_history_whose_metric_is_missing_before_the_last_epoch(ckpt):
     del state["history"][0]["test_acc"]
     state["history"].append(second)
     checkpoint.save(ckpt, state)
-    _refused(ckpt, "no finite 'test_acc' in epoch 1")
+    _refused(ckpt, "no 'test_acc' number in epoch 1")
+    state["history"][0]["test_acc"] = "0.9"
+    checkpoint.save(ckpt, state)
+    _refused(ckpt, "no 'test_acc' number in epoch 1")
     del second["test_acc"]          # the last epoch may lack it: saved before its evaluation
     state["history"] = [{**second, "epoch": 1, "test_acc": 0.5}, second]
     checkpoint.save(ckpt, state)
