@@ -169,7 +169,7 @@ def main(argv=None) -> None:
     contenders = [("1p x 1t", 1, 1), (f"1p x {cores}t", 1, cores),
                   (f"{args.nproc}p x {max(1, cores // args.nproc)}t", args.nproc, max(1, cores // args.nproc))]
     rows = []
-    print(f"# {runtime.cpu_model()}, {cores} cores, {args.steps} timed steps, median of {args.rounds} rounds\n"
+    print(f"# {runtime.cpu_text(runtime.cpu_model(), runtime.cpu_features())}, {cores} cores, {args.steps} timed steps, median of {args.rounds} rounds\n"
           "| model | resize | batch | " + " | ".join(n for n, _, _ in contenders) + " | N procs vs best 1 proc |\n"
           "| --- | --- | --- | " + " | ".join("---" for _ in contenders) + " | --- |", flush=True)
     for model, resize, batch in cases:
@@ -188,7 +188,7 @@ def main(argv=None) -> None:
     import paddle
 
     doc = {"command": "python -m benchmarks.parallel " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpu": runtime.cpu_model(), "cores": cores,
+           "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpu": runtime.cpu_model(), "cpu_features": runtime.cpu_features(), "cores": cores,
            "paddle": paddle.__version__, "steps": args.steps, "accel": args.accel,
            "contenders": [n for n, _, _ in contenders], "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,7 @@ def build_report(args, contenders: List[str], runs: Dict[str, List[dict]], info:
     ``args``: the command's options (model, resize, batch_size, steps, warmup,
     repeats, device); ``runs``: each contender's worker results, one per round;
     ``info``: the info worker's result; ``host``: what the parent measured of
-    this machine (cpu_model, cores, logical_cpus, loadavg_at_start).
+    this machine (cpu_model, cpu_features, cores, logical_cpus, loadavg_at_start).
     """
     results, environment_env = {}, {}
     for name in contenders:
@@ -75,7 +75,8 @@ def build_report(args, contenders: List[str], runs: Dict[str, List[dict]], info:
                 for n, r in results.items()}
     env_info = info["environment"]
     environment = {
-        "device": args.device, "cpu_model": host["cpu_model"], "cores": host["cores"],
+        "device": args.device, "cpu_model": host["cpu_model"], "cpu_features": host.get("cpu_features"),
+        "cores": host["cores"],
         "logical_cpus": host["logical_cpus"], "python": platform.python_version(), "platform": platform.platform(),
         "versions": {"paddle": env_info.get("paddle"),
                      "torch": next((r["versions"]["torch"] for r in results.values() if "torch" in r.get("versions", {})),
@@ -109,11 +110,14 @@ def _fmt(x, spec=".1f", none="–"):
 
 def markdown(rep: dict) -> str:
     """The report as the markdown table printed and written beside the JSON."""
+    from paddle_cnn.runtime import cpu_text  # stdlib only (a report written before cpu_features: the model alone)
+
     env = rep["environment"]
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
     lines = [f"# Training throughput: {rep['model']}, {rep['resize']}x{rep['resize']}, batch {rep['batch_size']} "
              f"({env['device']})", "",
-             f"Measured {env['date']} on {env['cpu_model']} ({env['cores']} cores), {versions}. "
+             f"Measured {env['date']} on {cpu_text(env['cpu_model'], env.get('cpu_features'))} "
+             f"({env['cores']} cores), {versions}. "
              f"{rep['steps']} timed steps after {rep['warmup']} warm-up steps per run; {rep['repeats']} rounds with the "
              "contenders alternated; medians. Written by `python -m benchmarks.throughput`. The tuning column shows "
              "the variables as each contender ran with them, after its framework loaded (Paddle itself sets "

@@ -62,7 +62,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     runtime.get_device(args.device)  # before any model or tensor exists
     cores = runtime.physical_cores()  # what runtime gives MKL by default
-    print(f"# {runtime.cpu_model()}, {cores} cores, cpu profiles, random data")
+    print(f"# {runtime.cpu_text(runtime.cpu_model(), runtime.cpu_features())}, {cores} cores, cpu profiles, "
+          "random data")
     for name in args.models:
         rates = {1: [], cores: []}
         for threads in (1, cores, 1, cores):

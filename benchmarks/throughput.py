@@ -64,7 +64,7 @@ from typing import Dict, List, Optional
 # also removes every tuning variable, so nothing of the parent's tuning reaches a contender).
 CLEAN_ENV = dict(os.environ)
 
-from paddle_cnn.runtime import cpu_model, physical_cores  # noqa: E402  (stdlib only; imports no Paddle)
+from paddle_cnn.runtime import cpu_features, cpu_model, physical_cores  # noqa: E402  (stdlib only; imports no Paddle)
 
 from benchmarks.contenders import DATALOADER_CRASH, FILES, TUNING_VARS  # noqa: E402
 from benchmarks.reference_layers import architecture  # noqa: E402
@@ -169,7 +169,8 @@ def check_params(contenders: List[str], base: dict, expected: int, extra_env: Di
 
 def host_facts() -> dict:
     """What the parent records of this machine, before the first worker starts."""
-    return {"cpu_model": cpu_model(), "cores": physical_cores(), "logical_cpus": os.cpu_count(),
+    return {"cpu_model": cpu_model(), "cpu_features": cpu_features(), "cores": physical_cores(),
+            "logical_cpus": os.cpu_count(),
             "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 

@@ -55,6 +55,38 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: Vector features that decide how fast training runs on a CPU (bf16 natively or not), in the order they are shown.
+CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_features(cpuinfo: str = "/proc/cpuinfo") -> list:
+    """Which of :data:`CPU_FEATURES` this CPU has, from the ``flags`` line of /proc/cpuinfo (Linux).
+
+    Empty where that file does not exist or says nothing (macOS, Windows), so an empty
+    list means "not known", not "none".
+    """
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return [name for name in CPU_FEATURES if name in flags]
+    except OSError:
+        pass
+    return []
+
+
+def cpu_text(model: str, features=None) -> str:
+    """A CPU as a table header names it: the model, then its vector features when they are known.
+
+    >>> cpu_text("AMD EPYC 9R14", ["avx2", "avx512f", "avx512_bf16"])
+    'AMD EPYC 9R14 [avx2 avx512f avx512_bf16]'
+    >>> cpu_text("AMD EPYC 9R14", None)   # a record written before the features were recorded
+    'AMD EPYC 9R14'
+    """
+    return f"{model} [{' '.join(features)}]" if features else model
+
+
 def cgroup_cpu_limit(root="/sys/fs/cgroup") -> float | None:
     """CPUs this container may use by its cgroup quota (e.g. 1.5), or None when unlimited or unknown.
 
@@ -461,6 +493,7 @@ def environment(device: str = "cpu") -> dict:
     env = {
         "device": device,
         "cpu_model": cpu_model(),
+        "cpu_features": cpu_features(),  # optional when reading: records before 2026-12 lack it
         "physical_cores": physical_cores(),
         "paddle": paddle.__version__,
         "python": platform.python_version(),

@@ -301,6 +301,11 @@ def test_report_gives_no_ceiling_fraction_to_another_precision():
     assert "| paddle_cnn (bf16) |" in table and "| paddle_cnn+fp32 |" in table
     assert "| 50% |" in table and "–%" not in table
     assert rep["environment"]["gpu_name"] == "A100"
+    assert "Measured " in table and " on cpu (2 cores)," in table  # a host record without cpu_features
+    host["cpu_features"] = ["avx2", "avx512f", "avx512_bf16"]
+    rep = report.build_report(args, list(runs), runs, info, ceiling, 1.0, {}, {}, host)
+    assert rep["environment"]["cpu_features"] == ["avx2", "avx512f", "avx512_bf16"]
+    assert " on cpu [avx2 avx512f avx512_bf16] (2 cores)," in report.markdown(rep)
 
 
 def test_paddle_cnn_worker_times_exactly_the_asked_steps(monkeypatch, arrays):

@@ -10,7 +10,7 @@ from paddle_cnn.models import get_spec
 from paddle_cnn import build_model, config_for, TrainConfig, Trainer
 from paddle_cnn.config import choose_precision, TrainingError
 
-from conftest import make_fake_dataset
+from conftest import REPO, make_fake_dataset
 from fake_gpu import V100, fake_gpus
 
 
@@ -131,6 +131,29 @@ def test_environment_records_the_gpu(monkeypatch):
     env = runtime.environment("gpu")
     assert env["gpu_name"] == "Tesla V100-SXM2-16GB" and env["gpu_memory_gib"] == 16.0 and env["gpu_count"] == 1
     assert env["gpu_capability"] == "7.0" and env["cuda"] == "11.8" and env["cudnn"] == "8.6.0"
+
+
+def test_environment_records_the_cpu_vector_features(tmp_path, monkeypatch):
+    """The flags that decide bf16 speed, read from /proc/cpuinfo's flags line, in a fixed order; unknown is empty."""
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R14\n"
+                    "flags\t\t: fpu sse avx2 avx512_bf16 avx512f amx_tile avx512vl\n")
+    assert runtime.cpu_features(str(info)) == ["avx2", "avx512f", "avx512_bf16", "amx_tile"]
+    info.write_text("flags\t\t: fpu sse sse2\n")
+    assert runtime.cpu_features(str(info)) == []
+    assert runtime.cpu_features(str(tmp_path / "missing")) == []  # macOS, Windows
+    monkeypatch.setattr(runtime, "cpu_features", lambda: ["avx2", "avx512f"])
+    assert runtime.environment("cpu")["cpu_features"] == ["avx2", "avx512f"]
+
+
+def test_results_written_before_the_cpu_features_still_read():
+    from paddle_cnn.homework import schema
+
+    path = sorted((REPO / "homework").glob("*/results.json"))[0]
+    doc = schema.load_results(path)
+    for run in doc["runs"].values():
+        run["environment"].pop("cpu_features", None)
+    schema.validate(doc, path)
 
 
 def test_gpu_build_without_a_gpu_trains_on_the_cpu(monkeypatch):
