@@ -250,3 +250,40 @@ def test_headers_are_found_where_the_wheels_put_them(monkeypatch, tmp_path):
     assert asked[0] == "onednn-devel-cpu-gomp"
     monkeypatch.setenv("PADDLE_CNN_ONEDNN_INCLUDE", str(include))  # an explicit place comes first
     assert build.find_headers() == include
+
+
+# ------------------------------------------------------------------ the shared header
+
+def test_the_shared_header_is_built_with_the_sources_and_keys_the_cache(monkeypatch, tmp_path):
+    """onednn_common.h goes beside the sources into the build directory, ships in the wheel, and a change to it
+    changes the build's fingerprint (so a cached library built from the old header is rebuilt)."""
+    include = tmp_path / "include"
+    (include / "oneapi" / "dnnl").mkdir(parents=True)
+    (include / "oneapi" / "dnnl" / "dnnl_config.h").write_text("#define DNNL_CPU_RUNTIME DNNL_RUNTIME_OMP\n")
+    (include / "oneapi" / "dnnl" / "dnnl_version.h").write_text(
+        "#define DNNL_VERSION_MAJOR 3\n#define DNNL_VERSION_MINOR 2\n#define DNNL_VERSION_PATCH 0\n")
+    monkeypatch.setattr(build, "patched_config", lambda text: text)
+    build.prepare_sources(include, tmp_path / "b")
+    for source in build.SOURCES:
+        assert '#include "onednn_common.h"' in source.read_text()
+        assert (tmp_path / "b" / source.name).read_bytes() == source.read_bytes()
+    header = build.SOURCE.with_name("onednn_common.h")
+    assert build.HEADERS == (header,) and (tmp_path / "b" / header.name).read_bytes() == header.read_bytes()
+
+    (line,) = [x for x in (ROOT / "pyproject.toml").read_text().splitlines() if x.startswith('"paddle_cnn.accel" =')]
+    globs = json.loads(line.split("=", 1)[1])  # package-data (tomllib is Python 3.11+)
+    assert all(any(p.match(g) for g in globs) for p in build.SOURCES + build.HEADERS)
+
+    copy = tmp_path / "onednn_common.h"
+    copy.write_bytes(header.read_bytes())
+    monkeypatch.setattr(build, "HEADERS", (copy,))
+    before = build.fingerprint(include, "c++")
+    assert build.fingerprint(include, "c++") == before
+    copy.write_bytes(header.read_bytes() + b"// changed\n")
+    assert build.fingerprint(include, "c++")["source_and_headers_sha256"] != before["source_and_headers_sha256"]
+
+
+def test_loaded_names_the_library_without_building_it(monkeypatch):
+    monkeypatch.setattr(build, "_LIBRARY", None)
+    monkeypatch.setattr(build, "_load", lambda: pytest.fail("loaded() must not build"))
+    assert build.loaded() is None and accel.onednn_version() is None

@@ -54,9 +54,10 @@ def onednn_version() -> str | None:
     """The version of the oneDNN the operator runs on ("3.6.2"), or None if it is not loaded."""
     from . import build
 
-    if build._LIBRARY is None:
+    library = build.loaded()
+    if library is None:
         return None
-    major, minor, patch, _ = build._LIBRARY.dnnl_version()
+    major, minor, patch, _ = library.dnnl_version()
     return f"{major}.{minor}.{patch}"
 
 

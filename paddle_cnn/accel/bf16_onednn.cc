@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
+#include "onednn_common.h"
 #include "paddle/extension.h"
 
 namespace {
@@ -33,16 +34,8 @@ using dnnl::memory;
 using Tag = memory::format_tag;
 using DT = memory::data_type;
 using Args = std::unordered_map<int, memory>;
-
-template <typename T>
-auto dense(const T& t, int) -> decltype(t.is_contiguous(), T()) {
-  return t.is_contiguous() ? t : t.contiguous();
-}
-template <typename T>
-T dense(const T& t, long) {  // NOLINT(runtime/int): overload rank only
-  return t;
-}
-paddle::Tensor dense(const paddle::Tensor& t) { return dense(t, 0); }
+using pcnn::dense;
+using pcnn::engine;
 
 void check_f32(const paddle::Tensor& t, const char* op, const char* name) {
   PD_CHECK(t.is_cpu() && t.dtype() == paddle::DataType::FLOAT32, "oneDNN ", op,
@@ -51,67 +44,6 @@ void check_f32(const paddle::Tensor& t, const char* op, const char* name) {
 
 float* fptr(const paddle::Tensor& t) {
   return const_cast<float*>(t.data<float>());
-}
-
-// ------------------------------------------------------------ threads
-// As in conv_onednn.cc: set OpenMP's thread count for one call, then restore.
-struct OmpRuntime {
-  void (*set)(int);
-  int (*get)();
-};
-
-const std::vector<OmpRuntime>& omp_runtimes() {
-  static const std::vector<OmpRuntime> runtimes = [] {
-    std::vector<OmpRuntime> found;
-    for (const char* name : {"libiomp5.so", "libgomp.so.1", "libomp.so"}) {
-      void* handle = dlopen(name, RTLD_LAZY | RTLD_NOLOAD);
-      if (handle == nullptr) continue;
-      auto set = reinterpret_cast<void (*)(int)>(
-          dlsym(handle, "omp_set_num_threads"));
-      auto get =
-          reinterpret_cast<int (*)()>(dlsym(handle, "omp_get_max_threads"));
-      if (set != nullptr && get != nullptr) found.push_back({set, get});
-    }
-    return found;
-  }();
-  return runtimes;
-}
-
-class ThreadScope {
- public:
-  explicit ThreadScope(int threads) {
-    if (threads <= 0) return;
-    for (const auto& rt : omp_runtimes()) {
-      const int before = rt.get();
-      if (before != threads) {
-        rt.set(threads);
-        saved_.emplace_back(rt.set, before);
-      }
-    }
-  }
-  ~ThreadScope() {
-    for (const auto& s : saved_) s.first(s.second);
-  }
-  ThreadScope(const ThreadScope&) = delete;
-  ThreadScope& operator=(const ThreadScope&) = delete;
-
- private:
-  std::vector<std::pair<void (*)(int), int>> saved_;
-};
-
-dnnl::engine& engine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
-
-struct Runner {
-  std::mutex mutex;
-  dnnl::stream stream{engine()};
-};
-
-Runner& runner() {
-  static Runner* r = new Runner();  // never destroyed: outlives Paddle's exit
-  return *r;
 }
 
 // A user tensor as the primitive wants it: the tensor's own memory when the
@@ -148,12 +80,10 @@ std::string failure(const char* op, const dnnl::error& e) {
 
 template <typename Body>
 void guarded(const char* op, int threads, Body body) {
-  Runner& r = runner();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  ThreadScope scope(threads);
+  pcnn::Call call(threads);
   try {
-    body(r.stream);
-    r.stream.wait();
+    body(pcnn::stream());
+    pcnn::stream().wait();
   } catch (const dnnl::error& e) {
     PD_THROW(failure(op, e));
   }

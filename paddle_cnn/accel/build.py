@@ -49,6 +49,9 @@ NAME = "paddle_cnn_conv_onednn"
 SOURCE = Path(__file__).with_name("conv_onednn.cc")
 # Every C++ file of the library, compiled together: convolution; batch norm, pooling, ReLU; bf16 conv/linear.
 SOURCES = (SOURCE, SOURCE.with_name("norm_pool_onednn.cc"), SOURCE.with_name("bf16_onednn.cc"))
+# Headers the sources include from their own folder (one engine, stream and lock for the library); copied beside
+# them into the build directory and part of the cache key, like the sources.
+HEADERS = (SOURCE.with_name("onednn_common.h"),)
 ONEDNN_HEADERS = "onednn-devel-cpu-gomp==2023.2.0"  # the headers requirements.txt installs (Linux x86-64)
 HEADER_DISTRIBUTIONS = ("onednn-devel-cpu-gomp", "onednn-devel")  # the latter: 2025.0 headers of earlier installs
 INSTALL_HINT = f"pip install {ONEDNN_HEADERS}"
@@ -128,6 +131,11 @@ class Library:
 _LIBRARY: Library | None = None
 _FAILURE: str | None = None
 _BUILD_NOTE: str | None = None  # what a build in this process did, for one log line (build_note())
+
+
+def loaded() -> Library | None:
+    """The library this process has loaded, or None (not asked for yet, or unavailable); never builds."""
+    return _LIBRARY
 
 
 def paddle_libs_dir() -> Path:
@@ -231,7 +239,7 @@ def prepare_sources(include: Path, build_dir: Path) -> None:
             shutil.copyfile(f, dst / f.name)
     config = dst / "dnnl_config.h"
     config.write_text(patched_config(config.read_text()))
-    for source in SOURCES:
+    for source in SOURCES + HEADERS:
         shutil.copyfile(source, build_dir / source.name)
 
 
@@ -241,7 +249,7 @@ def fingerprint(include: Path, compiler: str) -> dict:
     import paddle
 
     digest = hashlib.sha256()
-    for source in SOURCES:
+    for source in SOURCES + HEADERS:
         digest.update(source.read_bytes())
     for name in ("dnnl.hpp", "dnnl.h", "dnnl_config.h", "dnnl_types.h", "dnnl_version.h"):
         path = include / "oneapi" / "dnnl" / name

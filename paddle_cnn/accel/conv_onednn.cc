@@ -33,12 +33,16 @@
 #include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
+#include "onednn_common.h"
 #include "paddle/extension.h"
 
 namespace {
 
 using dnnl::memory;
 using Tag = memory::format_tag;
+using pcnn::dense;
+using pcnn::engine;
+using pcnn::stream;
 
 // ---------------------------------------------------------------- geometry
 
@@ -139,82 +143,10 @@ Geometry make_geometry(const paddle::Tensor& x, const paddle::Tensor& w,
   return g;
 }
 
-// Paddle 3.x tensors may be strided views; Paddle 2.6 has no such notion.
-template <typename T>
-auto dense(const T& t, int) -> decltype(t.is_contiguous(), T()) {
-  return t.is_contiguous() ? t : t.contiguous();
-}
-template <typename T>
-T dense(const T& t, long) {  // NOLINT(runtime/int): overload rank only
-  return t;
-}
-paddle::Tensor dense(const paddle::Tensor& t) { return dense(t, 0); }
-
-// ----------------------------------------------------------------- threads
-
-// oneDNN (OpenMP runtime) runs as many threads as the calling thread's
-// OpenMP setting; Paddle leaves it at 1 and steers MKL separately. For the
-// duration of one call we set it to the count Python asks for, in every
-// OpenMP runtime already loaded (Paddle loads Intel's and GNU's), and then
-// put the previous values back so that other ops see no change.
-struct OmpRuntime {
-  void (*set)(int);
-  int (*get)();
-};
-
-const std::vector<OmpRuntime>& omp_runtimes() {
-  static const std::vector<OmpRuntime> runtimes = [] {
-    std::vector<OmpRuntime> found;
-    for (const char* name : {"libiomp5.so", "libgomp.so.1", "libomp.so"}) {
-      void* handle = dlopen(name, RTLD_LAZY | RTLD_NOLOAD);
-      if (handle == nullptr) continue;
-      auto set = reinterpret_cast<void (*)(int)>(
-          dlsym(handle, "omp_set_num_threads"));
-      auto get =
-          reinterpret_cast<int (*)()>(dlsym(handle, "omp_get_max_threads"));
-      if (set != nullptr && get != nullptr) found.push_back({set, get});
-    }
-    return found;
-  }();
-  return runtimes;
-}
-
-class ThreadScope {
- public:
-  explicit ThreadScope(int threads) {
-    if (threads <= 0) return;
-    for (const auto& rt : omp_runtimes()) {
-      const int before = rt.get();
-      if (before != threads) {
-        rt.set(threads);
-        saved_.emplace_back(rt.set, before);
-      }
-    }
-  }
-  ~ThreadScope() {
-    for (const auto& s : saved_) s.first(s.second);
-  }
-  ThreadScope(const ThreadScope&) = delete;
-  ThreadScope& operator=(const ThreadScope&) = delete;
-
- private:
-  std::vector<std::pair<void (*)(int), int>> saved_;
-};
-
-// ------------------------------------------------------- engine, workspace
-
-dnnl::engine& engine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
-
-dnnl::stream& stream() {
-  static dnnl::stream s(engine());
-  return s;
-}
+// --------------------------------------------------------------- workspace
 
 // Reusable buffers for blocked copies and scratchpads. Convolutions run one
-// at a time (under the state mutex), so one buffer per role suffices; the
+// at a time (under the library's lock), so one buffer per role suffices; the
 // buffers grow to the largest layer and are then reused, which spares the
 // page faults of freshly allocated memory on every step. A forward and a
 // backward call never overlap, so the forward's output buffer doubles as
@@ -458,8 +390,7 @@ class PlanCache {
   std::unordered_map<std::string, typename std::list<Item>::iterator> index_;
 };
 
-struct State {
-  std::mutex mutex;
+struct State {  // guarded by pcnn::library_mutex()
   Workspace workspace;
   PlanCache<ForwardPlan> forward{make_forward_plan};
   PlanCache<BackwardDataPlan> backward_data{make_backward_data_plan};
@@ -530,8 +461,7 @@ std::vector<paddle::Tensor> forward(bool transposed, const paddle::Tensor& x_in,
   paddle::Tensor out =
       paddle::empty({g.n, g.o, g.oh, g.ow}, paddle::DataType::FLOAT32, x.place());
   State& st = state();
-  std::lock_guard<std::mutex> lock(st.mutex);
-  ThreadScope scope(g.threads);
+  pcnn::Call call(g.threads);
   try {
     ForwardPlan& plan = st.forward.get(g);
     std::unordered_map<int, memory> args;
@@ -581,8 +511,7 @@ std::vector<paddle::Tensor> backward(bool transposed, const paddle::Tensor& x_in
   if (bias) db = paddle::empty({g.o}, paddle::DataType::FLOAT32, place);
 
   State& st = state();
-  std::lock_guard<std::mutex> lock(st.mutex);
-  ThreadScope scope(g.threads);
+  pcnn::Call call(g.threads);
   try {
     memory diff_dst_for_data;
     memory::desc diff_dst_for_data_desc;
@@ -821,21 +750,21 @@ PCNN_EXPORT const char* pcnn_dnnl_library_path() {
 // Cached plans (forward + backward-data + backward-weights) and workspace bytes.
 PCNN_EXPORT int pcnn_cache_size() {
   State& st = state();
-  std::lock_guard<std::mutex> lock(st.mutex);
+  std::lock_guard<std::mutex> lock(pcnn::library_mutex());
   return static_cast<int>(st.forward.size() + st.backward_data.size() +
                           st.backward_weights.size());
 }
 
 PCNN_EXPORT int64_t pcnn_workspace_bytes() {
   State& st = state();
-  std::lock_guard<std::mutex> lock(st.mutex);
+  std::lock_guard<std::mutex> lock(pcnn::library_mutex());
   return static_cast<int64_t>(st.workspace.bytes());
 }
 
 // Plans kept per kind (forward, backward-data, backward-weights).
 PCNN_EXPORT void pcnn_set_cache_capacity(int capacity) {
   State& st = state();
-  std::lock_guard<std::mutex> lock(st.mutex);
+  std::lock_guard<std::mutex> lock(pcnn::library_mutex());
   const size_t c = capacity > 0 ? static_cast<size_t>(capacity) : 1;
   st.forward.set_capacity(c);
   st.backward_data.set_capacity(c);
@@ -845,7 +774,7 @@ PCNN_EXPORT void pcnn_set_cache_capacity(int capacity) {
 // Drop every plan and free the workspace.
 PCNN_EXPORT void pcnn_release() {
   State& st = state();
-  std::lock_guard<std::mutex> lock(st.mutex);
+  std::lock_guard<std::mutex> lock(pcnn::library_mutex());
   st.forward.clear();
   st.backward_data.clear();
   st.backward_weights.clear();

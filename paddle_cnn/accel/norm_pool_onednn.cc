@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
+#include "onednn_common.h"
 #include "paddle/extension.h"
 
 namespace {
@@ -40,19 +41,10 @@ namespace {
 using dnnl::memory;
 using Tag = memory::format_tag;
 using Args = std::unordered_map<int, memory>;
+using pcnn::dense;
+using pcnn::engine;
 
 // ------------------------------------------------------------ tensors
-
-// Paddle 3.x tensors may be strided views; Paddle 2.6 has no such notion.
-template <typename T>
-auto dense(const T& t, int) -> decltype(t.is_contiguous(), T()) {
-  return t.is_contiguous() ? t : t.contiguous();
-}
-template <typename T>
-T dense(const T& t, long) {  // NOLINT(runtime/int): overload rank only
-  return t;
-}
-paddle::Tensor dense(const paddle::Tensor& t) { return dense(t, 0); }
 
 memory::data_type data_type(const paddle::Tensor& t, const char* op,
                             const char* name) {
@@ -87,73 +79,7 @@ paddle::Tensor channel_vector(const paddle::Tensor& t, int64_t c, const char* op
   return dense(t);
 }
 
-// ------------------------------------------------------------ threads
-
-// As in conv_onednn.cc: oneDNN (OpenMP runtime) runs as many threads as the
-// calling thread's OpenMP setting, which Paddle leaves at 1. Each call sets
-// the count Python asks for in every OpenMP runtime loaded, then restores it.
-struct OmpRuntime {
-  void (*set)(int);
-  int (*get)();
-};
-
-const std::vector<OmpRuntime>& omp_runtimes() {
-  static const std::vector<OmpRuntime> runtimes = [] {
-    std::vector<OmpRuntime> found;
-    for (const char* name : {"libiomp5.so", "libgomp.so.1", "libomp.so"}) {
-      void* handle = dlopen(name, RTLD_LAZY | RTLD_NOLOAD);
-      if (handle == nullptr) continue;
-      auto set = reinterpret_cast<void (*)(int)>(
-          dlsym(handle, "omp_set_num_threads"));
-      auto get =
-          reinterpret_cast<int (*)()>(dlsym(handle, "omp_get_max_threads"));
-      if (set != nullptr && get != nullptr) found.push_back({set, get});
-    }
-    return found;
-  }();
-  return runtimes;
-}
-
-class ThreadScope {
- public:
-  explicit ThreadScope(int threads) {
-    if (threads <= 0) return;
-    for (const auto& rt : omp_runtimes()) {
-      const int before = rt.get();
-      if (before != threads) {
-        rt.set(threads);
-        saved_.emplace_back(rt.set, before);
-      }
-    }
-  }
-  ~ThreadScope() {
-    for (const auto& s : saved_) s.first(s.second);
-  }
-  ThreadScope(const ThreadScope&) = delete;
-  ThreadScope& operator=(const ThreadScope&) = delete;
-
- private:
-  std::vector<std::pair<void (*)(int), int>> saved_;
-};
-
-// ------------------------------------------------------ engine, execution
-
-dnnl::engine& engine() {
-  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
-  return e;
-}
-
-// One call at a time: the stream is shared, and each call sets OpenMP's
-// thread count for its duration.
-struct Runner {
-  std::mutex mutex;
-  dnnl::stream stream{engine()};
-};
-
-Runner& runner() {
-  static Runner* r = new Runner();  // never destroyed: outlives Paddle's exit
-  return *r;
-}
+// ------------------------------------------------------ execution
 
 memory wrap(const memory::desc& d, const paddle::Tensor& t) {
   return memory(d, engine(), ptr(t));
@@ -161,11 +87,9 @@ memory wrap(const memory::desc& d, const paddle::Tensor& t) {
 
 void run(int threads, const dnnl::primitive& prim,
          const Args& args) {
-  Runner& r = runner();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  ThreadScope scope(threads);
-  prim.execute(r.stream, args);
-  r.stream.wait();
+  pcnn::Call call(threads);
+  prim.execute(pcnn::stream(), args);
+  pcnn::stream().wait();
 }
 
 // A tensor the primitive reads or writes: the tensor itself when its plain
@@ -182,9 +106,8 @@ struct Io {
 void run_io(int threads, const paddle::Place& place, const dnnl::primitive& prim,
             Args args, const std::vector<Io>& inputs,
             const std::vector<Io>& outputs) {
-  Runner& r = runner();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  ThreadScope scope(threads);
+  pcnn::Call call(threads);
+  dnnl::stream& stream = pcnn::stream();
   std::vector<paddle::Tensor> buffers;
   auto buffer = [&](const memory::desc& d) {
     buffers.push_back(paddle::empty({static_cast<int64_t>(d.get_size())},
@@ -198,7 +121,7 @@ void run_io(int threads, const paddle::Place& place, const dnnl::primitive& prim
       continue;
     }
     memory staged = buffer(io.wanted);
-    dnnl::reorder(user, staged).execute(r.stream, user, staged);
+    dnnl::reorder(user, staged).execute(stream, user, staged);
     args.insert({io.arg, staged});
   }
   for (const Io& io : outputs) {
@@ -206,13 +129,13 @@ void run_io(int threads, const paddle::Place& place, const dnnl::primitive& prim
                              ? memory(io.user, engine(), io.data)
                              : buffer(io.wanted)});
   }
-  prim.execute(r.stream, args);
+  prim.execute(stream, args);
   for (const Io& io : outputs) {
     if (io.user == io.wanted) continue;
     memory user(io.user, engine(), io.data);
-    dnnl::reorder(args.at(io.arg), user).execute(r.stream, args.at(io.arg), user);
+    dnnl::reorder(args.at(io.arg), user).execute(stream, args.at(io.arg), user);
   }
-  r.stream.wait();
+  stream.wait();
 }
 
 std::string failure(const char* op, const dnnl::error& e) {
