@@ -23,6 +23,8 @@ from paddle_cnn import accel
 from paddle_cnn.accel import build
 from paddle_cnn.models import get_model
 
+from helpers import saved_op_types
+
 RTOL = 1e-4
 
 
@@ -408,15 +410,3 @@ def test_export_of_a_routed_model_holds_paddle_operators_only(tmp_path, name, si
     loaded = paddle.jit.load(path)
     loaded.eval()
     assert rel_error(loaded(x), eager) <= 1e-5
-
-
-def saved_op_types(path: str) -> list:
-    """The operator types of a program saved by paddle.jit.save (PIR on Paddle 3, ProgramDesc on 2.6)."""
-    paddle.enable_static()
-    try:
-        program, _, _ = paddle.static.load_inference_model(path, paddle.static.Executor(paddle.CPUPlace()))
-        ops = program.global_block().ops
-        names = [op.name() if callable(getattr(op, "name", None)) else op.type for op in ops]
-    finally:
-        paddle.disable_static()
-    return [n.split(".", 1)[-1] for n in names]  # "pd_op.conv2d" -> "conv2d"

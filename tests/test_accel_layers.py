@@ -205,7 +205,7 @@ def test_layers_not_covered_stay_on_paddle(ops):
 
 
 def test_export_of_a_routed_model_holds_paddle_operators_only(ops, tmp_path):
-    from test_accel import saved_op_types
+    from helpers import saved_op_types
 
     paddle.seed(7)
     model = get_model("lenet_bn", input_size=28)
@@ -281,7 +281,7 @@ def test_bf16_conv_and_linear_match_float32_on_rounded_numbers(bf16_ops):
 
 
 def test_enable_bf16_trains_resnet18_close_to_float32_and_undoes_cleanly(bf16_ops, tmp_path):
-    from test_accel import saved_op_types
+    from helpers import saved_op_types
 
     rng = np.random.default_rng(9)
     x = paddle.to_tensor(rng.standard_normal((8, 1, 32, 32)).astype("float32"))

@@ -20,7 +20,7 @@ from paddle_cnn.receptive_field import receptive_field
 from paddle_cnn.scenes import SceneConfig, generate_scenes
 
 from conftest import make_fake_dataset
-from test_scenes import blob_arrays
+from helpers import blob_arrays
 
 matplotlib = pytest.importorskip("matplotlib")
 import matplotlib.pyplot as plt  # noqa: E402

@@ -14,7 +14,7 @@ from paddle_cnn.data import FashionMNIST
 from paddle_cnn import build_model, Trainer
 
 from conftest import make_fake_dataset
-from test_cli import run_cli
+from helpers import run_cli
 
 NATIVE, WHY = bf16_mod.bf16_supported()
 

@@ -21,7 +21,7 @@ from paddle_cnn.config import config_for
 from paddle_cnn.models import list_models
 from paddle_cnn.models.factory import build_model, declared_shapes
 
-from test_cli import run_cli
+from helpers import run_cli
 
 
 def _state(**changes) -> dict:

@@ -1,24 +1,26 @@
 """The command line, end to end in subprocesses (as a student runs it)."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO, make_fake_dataset
-
-
-def run_cli(*args, env=None, cwd=None, timeout=300):
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "paddle_cnn", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd or REPO, timeout=timeout)
+from conftest import make_fake_dataset
+from helpers import run_cli
 
 
 def test_list_shows_registered_models():
+    """One row per registered model, in registry order, with its section, task, minimum size and profiles."""
+    from paddle_cnn.models import REGISTRY
+
     proc = run_cli("list")
     assert proc.returncode == 0, proc.stderr
-    assert "lenet_relu" in proc.stdout and "lenet " in proc.stdout
+    header, *rows = proc.stdout.splitlines()
+    assert header.split()[:4] == ["model", "section", "task", "min"]
+    assert [row.split()[0] for row in rows] == list(REGISTRY)
+    for row, (name, spec) in zip(rows, REGISTRY.items()):
+        fields = row.split()
+        assert fields[1:4] == [spec.section, spec.task, str(spec.min_size)], row
+        cpu = spec.profiles["cpu"]
+        assert f"cpu:{cpu['resize']}/{cpu['epochs']}/{cpu['batch_size']}/{cpu['lr']}" in fields[4:], row
 
 
 def test_train_end_to_end(tmp_path):

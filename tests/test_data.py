@@ -88,16 +88,34 @@ def test_offline_error_lists_every_place(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("PADDLE_CNN_DATA", str(tmp_path / "nowhere"))
 
-    def offline(*args, **kwargs):
-        raise OSError("network is unreachable")
+    # The first file arrives whole (its md5 matches), then the network goes while the second is read.
+    blob = b"the first file"
+    monkeypatch.setattr(data, "OFFICIAL_MD5", dict.fromkeys(data.ALL_FILES, hashlib.md5(blob).hexdigest()))
+    reads = []
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    class Response:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def read(self):
+            reads.append(1)
+            if len(reads) > 1:
+                raise OSError("network is unreachable")
+            return blob
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", lambda *a, **k: Response())
     with pytest.raises(DataError) as info:
         data.find_data()
     message = str(info.value)
     for place in ("PADDLE_CNN_DATA", "working directory", "paddle cache", "--data-dir", "network is unreachable"):
         assert place in message
-    assert not list((tmp_path / "home").rglob("*.gz"))  # nothing half-downloaded left behind
+    # Only the verified first file is kept: nothing half-downloaded, no temporary file left behind.
+    left = [p for p in (tmp_path / "home").rglob("*") if p.is_file()]
+    assert [p.name for p in left] == [data.ALL_FILES[0]] and left[0].read_bytes() == blob
+    assert left[0].parent == data.paddle_cache_dir()
 
 
 def test_explicit_missing_folder_is_an_error(tmp_path):

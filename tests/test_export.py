@@ -5,7 +5,6 @@ Then ``paddle-cnn export`` on run folders, good and bad."""
 import json
 import subprocess
 import sys
-from dataclasses import asdict
 
 import paddle_cnn  # noqa: F401  (CPU tuning before paddle)
 import numpy as np
@@ -18,7 +17,8 @@ from paddle_cnn.config import config_for
 from paddle_cnn.export import META, export_model, onnx_available, read_meta
 from paddle_cnn.models import get_spec, list_models
 from paddle_cnn.models.factory import build_model
-from paddle_cnn.tasks import get_task
+
+from helpers import make_run
 
 RTOL = 1e-5
 # ONNX conversion starts one Python process per model (paddle2onnx can end its process on failure), so
@@ -36,20 +36,6 @@ def small_size(name: str) -> int:
 
 def small_config(name: str):
     return config_for(name, "smoke", resize=small_size(name))
-
-
-def make_run(folder, name: str = "lenet_relu", metric: float = 0.5, **overrides):
-    """A run folder as ``paddle-cnn train --out`` leaves it, without training: a checkpoint of the freshly
-    initialised model (seeded) with a one-epoch history."""
-    cfg = config_for(name, "smoke", **overrides)
-    model = build_model(cfg)
-    history = [{"epoch": 1, "train_loss": 1.0, "train_metric": 0.5, "examples": 60, "examples_per_sec": 100.0,
-                get_task(get_spec(name).task).metric: metric}]
-    state = {"format": checkpoint.FORMAT, "model_name": name, "config": asdict(cfg), "device": "cpu",
-             "model": dict(model.state_dict()), "optimizer": {}, "scaler": None, "ema": None, "history": history}
-    folder.mkdir(parents=True, exist_ok=True)
-    checkpoint.save(folder / checkpoint.CHECKPOINT, state)
-    return folder
 
 
 # --------------------------------------------------------------------------- every model, outside the package

@@ -16,7 +16,7 @@ from paddle_cnn import build_model, Trainer
 from paddle_cnn.config import TrainingError
 
 from conftest import make_fake_dataset
-from test_cli import run_cli
+from helpers import run_cli
 
 SMOKE = ["--profile", "smoke", "--batch-size", "20", "--no-progress", "--accel", "off"]
 

@@ -14,7 +14,7 @@ from paddle_cnn.data import CLASSES
 from paddle_cnn.export import export_run
 from paddle_cnn.images import model_input, read_picture
 from paddle_cnn.predict import class_probabilities, open_source, predict
-from test_export import make_run
+from helpers import make_run
 
 LINE = re.compile(r"^(?P<file>.+?): (?P<ranked>.+) \((?P<note>(light|dark) background .*)\)$")
 

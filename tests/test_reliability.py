@@ -10,7 +10,7 @@ import pytest
 from paddle_cnn.data import write_idx
 
 from conftest import REPO, make_fake_dataset
-from test_cli import run_cli
+from helpers import run_cli
 
 METRICS = ("train_loss", "train_metric", "test_acc")
 
@@ -22,30 +22,52 @@ def _histories_equal(a, b):
             assert x[key] == pytest.approx(y[key], rel=1e-6, abs=1e-7), (key, x, y)
 
 
+#: The CLI in a child that, once epoch 1 is checkpointed and evaluated, says so and waits: the SIGTERM the
+#: test then sends lands at a known point of the run instead of racing the next epochs.
+PAUSE_AFTER_EPOCH_1 = """
+import sys, time
+import paddle_cnn
+from paddle_cnn import trainer
+write = trainer.Trainer._write_scalars
+def write_then_wait(self, writer, record, epoch):
+    write(self, writer, record, epoch)
+    if epoch == 0:
+        print("epoch 1 saved, waiting", flush=True)
+        time.sleep(120)
+trainer.Trainer._write_scalars = write_then_wait
+from paddle_cnn.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_sigterm_then_resume_matches_uninterrupted_run(tmp_path):
-    make_fake_dataset(tmp_path / "d", n_train=3000, n_test=200)
+    from paddle_cnn import checkpoint
+
+    make_fake_dataset(tmp_path / "d", n_train=1000, n_test=200)
     common = ["train", "lenet_relu", "--profile", "smoke", "--epochs", "4", "--seed", "7",
               "--data-dir", str(tmp_path / "d"), "--no-progress"]
     assert run_cli(*common, "--out", str(tmp_path / "full")).returncode == 0
 
     out = tmp_path / "cut"
-    proc = subprocess.Popen([sys.executable, "-m", "paddle_cnn", *common, "--out", str(out)], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-c", PAUSE_AFTER_EPOCH_1, *common, "--out", str(out)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # The epoch line is printed after its checkpoint is written: wait for that event, not for a time.
     for line in proc.stdout:
-        if line.startswith("epoch 1/4"):
+        if line.startswith("epoch 1 saved, waiting"):
             break
     else:
         pytest.fail(f"the run ended before its first epoch: {proc.stderr.read()}")
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, (stdout, stderr)       # it was stopped mid-run, and promptly
+    assert proc.returncode == 130, (stdout, stderr)       # stopped mid-run, and promptly
     assert "continue with --resume" in stderr and "Traceback" not in stderr
     assert not list(out.glob(".*.part"))                  # no half-written file left behind
+    saved = checkpoint.load(out / checkpoint.CHECKPOINT)["history"]
+    assert [h["epoch"] for h in saved] == [1] and "test_acc" in saved[0]  # exactly the finished epoch
+    assert not (out / "results.json").exists()
 
     resumed = run_cli(*common, "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert "epoch 1/4" not in resumed.stdout
+    assert "epoch 1/4" not in resumed.stdout and "epoch 2/4" in resumed.stdout
     full = json.loads((tmp_path / "full" / "results.json").read_text())["history"]
     _histories_equal(full, json.loads((out / "results.json").read_text())["history"])
 

@@ -4,27 +4,10 @@ import numpy as np
 import paddle
 import pytest
 
-from paddle_cnn.data import MEAN, STD, FashionMNISTArrays
+from paddle_cnn.data import MEAN, STD
 from paddle_cnn.scenes import FashionScenes, SceneConfig, _tight_boxes, generate_scenes
 
-TRAIN_VALUE, TEST_VALUE = 100, 200
-
-
-def blob_arrays(n_train=300, n_test=100, seed=0) -> FashionMNISTArrays:
-    """Items are solid rectangles: value 100 in the training split, 200 in the test split."""
-    rng = np.random.RandomState(seed)
-
-    def split(n, value):
-        images = np.zeros((n, 28, 28), np.uint8)
-        for img in images:
-            h, w = rng.randint(8, 25, size=2)
-            y, x = rng.randint(0, 29 - h), rng.randint(0, 29 - w)
-            img[y:y + h, x:x + w] = value
-        return images, (np.arange(n) % 10).astype(np.uint8)
-
-    return FashionMNISTArrays(*split(n_train, TRAIN_VALUE), *split(n_test, TEST_VALUE),
-                              source={"name": "blobs", "sha256": {}})
-
+from helpers import TRAIN_VALUE, blob_arrays
 
 FIELDS = ("images", "masks", "instances", "boxes", "labels", "items", "counts")
 

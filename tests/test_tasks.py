@@ -12,7 +12,7 @@ from paddle_cnn.tasks import TASK_CLASSES, get_task, task_of
 from paddle_cnn import build_model, TrainConfig, Trainer
 
 from conftest import REPO
-from test_scenes import blob_arrays
+from helpers import blob_arrays
 
 
 def test_dispatch_reads_the_registry():

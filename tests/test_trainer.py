@@ -205,9 +205,17 @@ def test_visualdl_scalars_or_one_notice(tmp_path, monkeypatch):
         import visualdl  # noqa: F401
     except ImportError:
         pytest.skip("visualdl is not installed (requirements.txt installs it)")
-    Trainer(cfg, progress=False, log=None).fit(build_model(cfg), data)
-    files = [p for p in (tmp_path / "vdl").rglob("*") if p.is_file()]
-    assert files and sum(p.stat().st_size for p in files) > 100
+    result = Trainer(cfg, progress=False, log=None).fit(build_model(cfg), data)
+    from visualdl import LogReader
+
+    (log_file,) = [p for p in (tmp_path / "vdl").rglob("*") if p.is_file()]
+    reader = LogReader(file_path=str(log_file))
+    keys = ("train_loss", "train_metric", "examples_per_sec", "lr_end", result.metric)
+    assert sorted(reader.get_tags()["scalar"]) == sorted(f"lenet_relu/{k}" for k in keys)
+    for key in keys:  # one scalar per epoch, the history's value (stored as float32)
+        points = [(r.id, r.value) for r in reader.get_data("scalar", f"lenet_relu/{key}")]
+        assert [step for step, _ in points] == [1, 2]
+        assert [v for _, v in points] == pytest.approx([h[key] for h in result.history], rel=1e-6)
     import builtins
 
     real_import = builtins.__import__
