@@ -63,3 +63,38 @@ def fake_data(tmp_path):
     folder = tmp_path / "fmnist"
     make_fake_dataset(folder)
     return folder
+
+
+# --------------------------------------------------------------------------- the device switch
+#: ``PADDLE_CNN_TEST_DEVICE=gpu`` runs the tests marked ``gpu`` (mixed precision, loss scaling, NCCL) on this
+#: machine's GPU; unset or ``cpu``, they are skipped, each saying how to run it.
+TEST_DEVICE_ENV = "PADDLE_CNN_TEST_DEVICE"
+
+
+def gpu_skip_reason():
+    """None when the ``gpu`` tests can run here, else the one line a skipped test reports."""
+    wanted = os.environ.get(TEST_DEVICE_ENV, "cpu") or "cpu"
+    if wanted == "cpu":
+        return f"GPU test: run it with {TEST_DEVICE_ENV}=gpu on a machine with a GPU and paddlepaddle-gpu"
+    from paddle_cnn import runtime
+
+    if not runtime.cuda_build():
+        import paddle
+
+        return f"{TEST_DEVICE_ENV}=gpu, but paddle {paddle.__version__} is a CPU build (install paddlepaddle-gpu)"
+    if runtime.gpu_count() < 1:
+        return f"{TEST_DEVICE_ENV}=gpu, but this Paddle sees no GPU (CUDA_VISIBLE_DEVICES, driver)"
+    return None
+
+
+def pytest_configure(config):
+    wanted = os.environ.get(TEST_DEVICE_ENV, "cpu") or "cpu"
+    if wanted not in ("cpu", "gpu"):
+        raise pytest.UsageError(f"{TEST_DEVICE_ENV}={wanted!r}: use cpu (the default) or gpu")
+
+
+def pytest_collection_modifyitems(config, items):
+    marked = [item for item in items if item.get_closest_marker("gpu")]
+    reason = gpu_skip_reason() if marked else None
+    for item in marked if reason else ():
+        item.add_marker(pytest.mark.skip(reason=reason))

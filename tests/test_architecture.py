@@ -194,3 +194,13 @@ def test_the_floor_check_finds_a_missing_row_an_upward_import_and_a_stale_row(tm
         "at least 1, the highest it imports from; a new package gets one row `name/`)",
         "MAP.md places `gone.py`, which pkg/ does not have: remove or rename its row"]
     assert floor_problems(DOC, PACKAGE) == floor_problems()  # the defaults are the real doc and package
+
+
+def test_test_files_share_helpers_through_helpers_py_not_each_other():
+    wrong = []
+    for path in sorted((REPO / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            wrong += [f"tests/{path.name}:{node.lineno} imports {n}" for n in names if n.startswith("test_")]
+    assert not wrong, "move what they share into tests/helpers.py: " + "; ".join(wrong)
