@@ -228,3 +228,63 @@ def test_grade_a_class(recorded, tmp_path, data_dir):
     feedback = (tmp_path / "feedback" / "s03.md").read_text()
     assert "未成立" in feedback and "claim_contradicted" in feedback
     assert "成立：练习检查：passed" in (tmp_path / "feedback" / "s01.md").read_text()
+
+
+@pytest.mark.parametrize("section", ["vgg", "nin", "googlenet", "resnet", "densenet", "unet"])   # alexnet: the block is the network
+def test_the_package_block_in_its_slot_builds_the_reference_network(section):
+    """The slot's network with the package's own block is the registered model: same parameters, same output."""
+    import numpy as np
+    import paddle
+
+    from paddle_cnn.config import config_for
+    from paddle_cnn.homework.student import SLOTS, build_network
+    from paddle_cnn.models.factory import build_model
+
+    slot = SLOTS[section]
+    block = __import__("paddle_cnn.exercises", fromlist=["reference"]).reference(slot.exercise)
+    cfg = config_for(slot.model, "smoke")
+    ref, mine = build_model(cfg), build_network(section, block, cfg)
+    assert [list(p.shape) for p in ref.parameters()] == [list(p.shape) for p in mine.parameters()]
+    ref.eval()
+    mine.eval()
+    x = paddle.to_tensor(np.random.RandomState(0).rand(2, 1, cfg.resize, cfg.resize).astype("float32"))
+    np.testing.assert_allclose(mine(x).numpy(), ref(x).numpy(), rtol=1e-5, atol=1e-5)   # same seed, same weights
+
+
+def test_large_programs_are_git_ignored_and_small_ones_not(tmp_path):
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    root = tmp_path / "homework"
+    programs.update_gitignore(root, "resnet", "resnet18", committed=False)
+    programs.update_gitignore(root, "lenet", "lenet_relu", committed=True)
+    for rel in ("resnet/programs/resnet18/model.pdiparams", "lenet/programs/lenet_relu/model.pdiparams"):
+        (root / rel).parent.mkdir(parents=True)
+        (root / rel).write_bytes(b"x")
+    ignored = subprocess.run(["git", "-C", str(tmp_path), "check-ignore", "--no-index",
+                              "homework/resnet/programs/resnet18/model.pdiparams",
+                              "homework/lenet/programs/lenet_relu/model.pdiparams"],
+                             capture_output=True, text=True).stdout.split()
+    assert ignored == ["homework/resnet/programs/resnet18/model.pdiparams"]
+    programs.update_gitignore(root, "resnet", "resnet18", committed=True)     # it shrank: committed again
+    assert "resnet18" not in (root / ".gitignore").read_text()
+
+
+def test_pack_refuses_links_and_other_students_runs(recorded, tmp_path):
+    src, _, _ = recorded
+    with pytest.raises(ValueError, match="not student s02"):
+        pack("s02", src, tmp_path / "x.zip", log=None)
+    copy = tmp_path / "s01"
+    shutil.copytree(src, copy)
+    (copy / "lenet" / "source" / "link.py").symlink_to("/etc/hostname")
+    with pytest.raises(ValueError, match="symbolic link"):
+        pack("s01", copy, tmp_path / "y.zip", log=None)
+    assert not (tmp_path / "y.zip").exists()
+
+
+def test_verify_replays_the_reference_run_and_never_the_students(recorded, data_dir):
+    root, _, _ = recorded
+    lines = []
+    assert homework.verify(root, data_dir=data_dir, log=lines.append)
+    assert any(line.startswith("lenet_relu.student: not replayed") for line in lines)
+    assert any(line.startswith("lenet_relu: 1 epoch matches exactly") for line in lines)
