@@ -194,10 +194,11 @@ class DenseBlock(nn.Layer):
     addition, so ``out_channels = in_channels + num_convs * growth_rate``.
     """
 
-    def __init__(self, num_convs: int, in_channels: int, growth_rate: int):
+    def __init__(self, num_convs: int, in_channels: int, growth_rate: int, conv=None):
         super().__init__()
+        # conv: a function with conv_block's arguments (DenseNet-B's bottleneck, the section's variant)
         self.net = nn.LayerList(
-            [conv_block(in_channels + i * growth_rate, growth_rate) for i in range(num_convs)]
+            [(conv or conv_block)(in_channels + i * growth_rate, growth_rate) for i in range(num_convs)]
         )
         self.out_channels = in_channels + num_convs * growth_rate
 

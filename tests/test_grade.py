@@ -111,7 +111,7 @@ def test_record_keeps_both_runs_with_seed_source_and_program(recorded):
     assert ref["config"]["seed"] == seed_for("s01")
     assert mine["source"]["sha256"] == source_sha256(SOURCE) == source_sha256((folder / mine["source"]["file"])
                                                                               .read_text())
-    assert mine["exercise"] == {"name": None, "outcome": "passed"}     # lenet checks a function, no block slot
+    assert mine["exercise"] == {"name": "lenet_relu", "outcome": "passed"}   # LeNet's network exercise
     for run_ in (ref, mine):
         prog = run_["program"]
         assert programs.folder_sums(folder / prog["path"]) == prog["files"]
@@ -133,7 +133,7 @@ def test_missing_student_run_is_said(tmp_path):
     from paddle_cnn.homework.render import student_lines
 
     assert any("Student run: missing" in line for line in student_lines(doc))
-    assert not student_lines({"section": "lenet", "runs": {}})        # no block slot: nothing is missing
+    assert not student_lines({"section": "batchnorm", "runs": {}})    # no network slot: nothing is missing
 
 
 def test_operators_outside_the_allow_list_are_refused(recorded, tmp_path):
@@ -232,16 +232,18 @@ def test_grade_a_class(recorded, tmp_path, data_dir):
 
 @pytest.mark.parametrize("section", ["vgg", "nin", "googlenet", "resnet", "densenet", "unet"])   # alexnet: the block is the network
 def test_the_package_block_in_its_slot_builds_the_reference_network(section):
-    """The slot's network with the package's own block is the registered model: same parameters, same output."""
+    """The slot's network with the package's own block is the registered model: same parameters, same output;
+    each variant that slots in builds and runs."""
     import numpy as np
     import paddle
 
+    from paddle_cnn import exercises
     from paddle_cnn.config import config_for
     from paddle_cnn.homework.student import SLOTS, build_network
     from paddle_cnn.models.factory import build_model
 
     slot = SLOTS[section]
-    block = __import__("paddle_cnn.exercises", fromlist=["reference"]).reference(slot.exercise)
+    block = exercises.reference(slot.exercise)
     cfg = config_for(slot.model, "smoke")
     ref, mine = build_model(cfg), build_network(section, block, cfg)
     assert [list(p.shape) for p in ref.parameters()] == [list(p.shape) for p in mine.parameters()]
@@ -249,6 +251,11 @@ def test_the_package_block_in_its_slot_builds_the_reference_network(section):
     mine.eval()
     x = paddle.to_tensor(np.random.RandomState(0).rand(2, 1, cfg.resize, cfg.resize).astype("float32"))
     np.testing.assert_allclose(mine(x).numpy(), ref(x).numpy(), rtol=1e-5, atol=1e-5)   # same seed, same weights
+    for variant in slot.exercises[1:]:
+        other = build_network(section, exercises.reference(variant), cfg, variant)
+        other.eval()
+        assert list(other(x).shape) == list(ref(x).shape)
+        assert sum(p.size for p in other.parameters()) != sum(p.size for p in ref.parameters())
 
 
 def test_large_programs_are_git_ignored_and_small_ones_not(tmp_path):

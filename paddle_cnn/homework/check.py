@@ -340,7 +340,7 @@ def missing_student_runs(root=None) -> list:
             continue
         if doc["section"] in SLOTS and not any(r.get("implementation") == "student" for r in doc["runs"].values()):
             notes.append(f"{folder}: the student run is missing (only the reference run is recorded); train the "
-                         f"section's network with your `{SLOTS[doc['section']].exercise}` block and record it with "
+                         f"section's network with your `{'` or `'.join(SLOTS[doc['section']].exercises)}` and record it with "
                          "implementation=\"student\"")
     return notes
 

@@ -105,24 +105,32 @@ def _refuse_smoke_in_repo(cfg, root=None) -> None:
                          "or send smoke runs elsewhere with root=... / PADDLE_CNN_HOMEWORK=DIR")
 
 
-def _outcome(exercise, section: str) -> dict:
-    """``{"name": exercise, "outcome": passed | failed | not attempted | not run}`` of the section's block exercise.
+def _outcome(exercise, section: str, trained: Optional[str] = None) -> dict:
+    """``{"name": exercise, "outcome": passed | failed | not attempted | not run}`` of the exercise the student's
+    block answers.
 
-    ``exercise`` is what ``exercises.check`` returned (True / False), an outcome word, or None (then the
-    outcome of the check run in this process, else "not run").
+    ``exercise`` is what ``exercises.check`` returned (True / False), the Verdict of ``exercises.run`` (which
+    names its exercise), an outcome word, or None (then the outcome of this process's last check of that
+    exercise, else "not run"). ``trained`` is the exercise ``train_student`` built the network for.
     """
     from .. import exercises
 
-    name = SLOTS[section].exercise if section in SLOTS else None
-    if isinstance(exercise, bool):
+    slot = SLOTS.get(section)
+    name = trained or (slot.exercise if slot else None)
+    if hasattr(exercise, "exercise") and hasattr(exercise, "status"):     # a Verdict of exercises.run
+        name, outcome = exercise.exercise, exercise.status
+    elif isinstance(exercise, bool):
         outcome = "passed" if exercise else "failed"
     elif exercise is None:
         outcome = exercises.last_results().get(name, "not run") if name else "not run"
     elif isinstance(exercise, str) and exercise in OUTCOMES:
         outcome = exercise
     else:
-        raise ValueError(f"exercise= takes what exercises.check returned (True or False) or one of "
-                         f"{', '.join(OUTCOMES)}; got {exercise!r}")
+        raise ValueError(f"exercise= takes what exercises.check returned (True or False), exercises.run's verdict "
+                         f"or one of {', '.join(OUTCOMES)}; got {exercise!r}")
+    if slot and name not in slot.exercises:
+        raise ValueError(f"exercise {name!r} does not slot into {slot.model}; the {section} section's network "
+                         f"takes {', '.join(slot.exercises)}")
     return {"name": name, "outcome": outcome}
 
 
@@ -179,7 +187,7 @@ def record(result, spec=None, root=None, implementation: str = "reference", sour
     if implementation == "student":
         entry["source"] = {"sha256": source_sha256(text), "file": f"{SOURCE_DIR}/{key}.py",
                            "normalised": "python ast, comments and docstrings dropped"}
-        entry["exercise"] = _outcome(exercise, spec.section)
+        entry["exercise"] = _outcome(exercise, spec.section, (result.run_info or {}).get("student_exercise"))
     if program:
         entry["program"] = programs.save(result, folder, key, log=log)
         programs.update_gitignore(homework_root(root), spec.section, key, entry["program"]["committed"])

@@ -136,12 +136,13 @@ def student_lines(doc: dict) -> list:
                 r = doc["runs"][name]
                 outcome = (r.get("exercise") or {}).get("outcome", "not run")
                 digest = (r.get("source") or {}).get("sha256", "")
+                exercise = (r.get("exercise") or {}).get("name") or SLOTS[section].exercise
                 lines.append(f"Student run `{name}`: {SLOTS[section].model} built with the student's "
-                             f"`{SLOTS[section].exercise}` block; exercise check {outcome}; source sha256 "
+                             f"`{exercise}`; exercise check {outcome}; source sha256 "
                              f"{digest[:16]}…")
         else:
             lines.append(f"Student run: missing (学生自己的网络尚未记录). The section's network built with the "
-                         f"student's own `{SLOTS[section].exercise}` block has not been recorded; only the "
+                         f"student's own `{'` or `'.join(SLOTS[section].exercises)}` has not been recorded; only the "
                          "reference run is here.")
     return lines
 

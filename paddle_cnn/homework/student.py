@@ -121,66 +121,75 @@ def source_sha256(source) -> str:
 # --------------------------------------------------------------------------- the section's network with their block
 @dataclass(frozen=True)
 class Slot:
-    """Where a section's exercise slots in: the network it builds (``model``, a registered name), the exercise,
-    and ``build(block, **constructor_args)`` -> that network with the student's ``block``."""
+    """Where a section's exercises slot in: the network they build (``model``, a registered name), the exercises
+    whose answer fits (``exercises``: the notebook's and the variants with the same arguments), and
+    ``build(block, exercise, **constructor_args)`` -> that network with the student's ``block``."""
     section: str
     model: str
-    exercise: str
+    exercises: tuple
     build: Callable
 
+    @property
+    def exercise(self) -> str:
+        """The section's main exercise (the one its notebook checks)."""
+        return self.exercises[0]
 
-def _vgg(block, **kw):
+
+def _network(block, exercise, **kw):       # the exercise is the whole network (LeNet-ReLU, AlexNet)
+    return block(kw.get("num_classes", 10), kw.get("in_channels", 1), kw.get("input_size", 28))
+
+
+def _vgg(block, exercise, **kw):
     from ..models.vgg import SMALL_RATIO, VGG, VGG11_ARCH
 
     arch = tuple((n, c // SMALL_RATIO) for n, c in VGG11_ARCH)
     return VGG(arch, name="vgg11_small", block=block, **kw)
 
 
-def _nin(block, **kw):
+def _nin(block, exercise, **kw):
     from ..models.nin import NiN
 
     return NiN(name="nin", block=block, **kw)
 
 
-def _googlenet(block, **kw):
+def _googlenet(block, exercise, **kw):
     from ..models.googlenet import GoogLeNet
 
     return GoogLeNet(block=block, **kw)
 
 
-def _resnet(block, stage_arch=None, residual=True, **kw):
+def _resnet(block, exercise, stage_arch=None, residual=True, **kw):
     from ..models.resnet import RESNET18_ARCH, ResNet
 
     return ResNet(tuple(map(tuple, stage_arch or RESNET18_ARCH)), name="resnet18", block=block, **kw)
 
 
-def _densenet(block, num_convs=None, growth_rate=None, **kw):
+def _densenet(block, exercise, num_convs=None, growth_rate=None, **kw):
     from ..models.densenet import GROWTH_RATE, NUM_CONVS_IN_DENSE_BLOCKS, DenseNet
 
-    return DenseNet(tuple(num_convs or NUM_CONVS_IN_DENSE_BLOCKS), growth_rate or GROWTH_RATE, block=block, **kw)
+    slot_args = {"conv": block} if exercise == "dense_bottleneck" else {"block": block}
+    return DenseNet(tuple(num_convs or NUM_CONVS_IN_DENSE_BLOCKS), growth_rate or GROWTH_RATE, **slot_args, **kw)
 
 
-def _unet(block, **kw):
+def _unet(block, exercise, **kw):
     from ..models.unet import UNet
 
     return UNet(block=block, **kw)
 
 
-def _alexnet(block, **kw):
-    return block(kw.get("num_classes", 10), kw.get("in_channels", 1), kw.get("input_size", 224))
-
-
 SLOTS = {s.section: s for s in (
-    Slot("alexnet", "alexnet", "alexnet", _alexnet),          # the exercise is the whole network
-    Slot("vgg", "vgg11_small", "vgg_block", _vgg),
-    Slot("nin", "nin", "nin_block", _nin),
-    Slot("googlenet", "googlenet", "inception", _googlenet),
-    Slot("resnet", "resnet18", "residual", _resnet),
-    Slot("densenet", "densenet", "dense_block", _densenet),
-    Slot("unet", "unet", "unet_up", _unet),
+    Slot("lenet", "lenet_relu", ("lenet_relu",), _network),
+    Slot("alexnet", "alexnet", ("alexnet",), _network),
+    Slot("vgg", "vgg11_small", ("vgg_block", "vgg_block_bn"), _vgg),
+    Slot("nin", "nin", ("nin_block", "nin_block_bn"), _nin),
+    Slot("googlenet", "googlenet", ("inception", "inception_3x3"), _googlenet),
+    Slot("resnet", "resnet18", ("residual", "residual_preact"), _resnet),
+    Slot("densenet", "densenet", ("dense_block", "dense_bottleneck"), _densenet),
+    Slot("unet", "unet", ("unet_up",), _unet),
 )}
-# LeNet (corr2d), batch norm (a function inside the network's layers) and DenseBox (its targets) check a
-# function, not a block of the network: those sections record the reference run only.
+# Not slotted: batch norm and DenseBox check a function (the batch-norm step, the box targets), corr2d is
+# LeNet's function exercise; residual_bottleneck takes other arguments than ResNet-18's block, and
+# unet_up_crop's unpadded convolutions shrink the mask below the input (both would need another network).
 
 
 def slot(section_or_model: str) -> Slot:
@@ -192,7 +201,17 @@ def slot(section_or_model: str) -> Slot:
                      f"{', '.join(SLOTS)}")
 
 
-def build_network(section_or_model: str, block, cfg):
+def slot_exercise(s: Slot, exercise: Optional[str]) -> str:
+    """The exercise a student's block answers: ``exercise`` (one of the slot's), else the slot's main one."""
+    if exercise is None:
+        return s.exercise
+    if exercise not in s.exercises:
+        raise ValueError(f"exercise {exercise!r} does not slot into {s.model}; the {s.section} section's network "
+                         f"takes {', '.join(s.exercises)}")
+    return exercise
+
+
+def build_network(section_or_model: str, block, cfg, exercise: Optional[str] = None):
     """The section's network for ``cfg`` (its model arguments and input size) with the student's ``block``,
     seeded with ``cfg.seed`` and initialised as ``cfg.init`` says (as :func:`~paddle_cnn.models.factory.build_model`
     does for the reference)."""
@@ -205,15 +224,18 @@ def build_network(section_or_model: str, block, cfg):
     runtime.seed_everything(cfg.seed)
     kwargs = dict(cfg.model_args)
     kwargs.setdefault("input_size", cfg.resize)
-    return init_weights(s.build(block, **kwargs), cfg.init)
+    return init_weights(s.build(block, slot_exercise(s, exercise), **kwargs), cfg.init)
 
 
 def train_student(section_or_model: str, block, profile: str = "auto", student: Optional[str] = None,
-                  data_dir=None, progress: Optional[bool] = None, log=print, **overrides):
+                  exercise: Optional[str] = None, data_dir=None, progress: Optional[bool] = None, log=print,
+                  **overrides):
     """Train the section's network built with the student's ``block`` at the section's profile; a FitResult.
 
-    The seed is the student's (:func:`seed_for`) when a student id is given or set in ``PADDLE_CNN_STUDENT``.
-    The result is what ``homework.record(result, implementation="student", source=block, exercise=...)`` takes.
+    ``exercise`` names the exercise the block answers when it is not the section's main one (e.g.
+    ``"residual_preact"``, ``"dense_bottleneck"``: the variants with the same arguments). The seed is
+    the student's (:func:`seed_for`) when a student id is given or set in ``PADDLE_CNN_STUDENT``. The
+    result is what ``homework.record(result, implementation="student", source=block, exercise=...)`` takes.
     """
     from ..config import config_for
     from ..trainer import Trainer
@@ -225,5 +247,7 @@ def train_student(section_or_model: str, block, profile: str = "auto", student: 
     cfg = config_for(s.model, profile, **overrides)
     trainer = Trainer(cfg, None, progress=progress, log=log)
     data = trainer.task.build_data(cfg, data_dir)
-    net = build_network(s.section, block, cfg)
-    return trainer.fit(net, data)
+    name = slot_exercise(s, exercise)
+    result = trainer.fit(build_network(s.section, block, cfg, name), data)
+    result.run_info["student_exercise"] = name      # record() names the exercise from it
+    return result

@@ -30,13 +30,14 @@ class DenseNet(Classifier):
 
     def __init__(self, num_convs=NUM_CONVS_IN_DENSE_BLOCKS, growth_rate: int = GROWTH_RATE,
                  num_classes: int = 10, in_channels: int = 1, input_size: int = 96, name: str = "densenet",
-                 block=None):
+                 block=None, conv=None):
         super().__init__(name, MIN_SIZE, input_size, num_classes, fixed_input=False)
         self.stem = resnet_stem(in_channels, STEM_CHANNELS)  # [N, 1, 96, 96] -> [N, 64, 24, 24]
         blocks, channels = [], STEM_CHANNELS
         for i, n in enumerate(num_convs):
-            # block: a class with DenseBlock's arguments (the section's exercise trains its own)
-            blocks.append((block or DenseBlock)(n, channels, growth_rate))
+            # block: a class with DenseBlock's arguments; conv: a function with conv_block's, used inside
+            # the package's DenseBlock (the section's exercises train either)
+            blocks.append(block(n, channels, growth_rate) if block else DenseBlock(n, channels, growth_rate, conv))
             channels += n * growth_rate
             if i < len(num_convs) - 1:
                 blocks.append(transition(channels, channels // 2))  # halves channels and side
