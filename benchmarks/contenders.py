@@ -13,6 +13,9 @@ framework's GFLOP/s ceiling (``ceiling``).
 runs forward and loss under ``torch.autocast("cpu", dtype=torch.bfloat16)``
 (fp32 weights, optimizer and gradients, as PyTorch's mixed precision does),
 ``paddle_cnn+bf16`` runs our trainer with ``amp="bf16"`` (its CPU bf16 step).
+``cfg["compile"]`` (the ``torch+compile`` contenders) runs the torch model
+through ``torch.compile`` (inductor): its first warm-up step compiles, and
+that step's wall time is recorded as ``compile_s``, outside the timed steps.
 
 This module imports neither ``paddle`` nor ``paddle_cnn`` at import time: the
 d2l contender must run Paddle as d2l does, without our CPU tuning, and it
@@ -140,6 +143,14 @@ def precision(cfg: dict) -> str:
     value = cfg.get("precision", "fp32")
     if value not in ("fp32", "bf16"):
         raise ValueError(f"precision must be fp32 or bf16, got {value!r}")
+    return value
+
+
+def compiled(cfg: dict) -> bool:
+    """Whether the torch contender runs its model through ``torch.compile`` (the +compile contenders)."""
+    value = cfg.get("compile", False)
+    if not isinstance(value, bool):
+        raise ValueError(f"compile must be true or false, got {value!r}")
     return value
 
 
@@ -277,13 +288,20 @@ def work_torch(cfg: dict) -> dict:
 
     device = "cuda" if cfg["device"] == "gpu" else "cpu"
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    net = torch_model(cfg, device)
-    params = trainable_parameters(net, "torch")
+    model = torch_model(cfg, device)
+    params = trainable_parameters(model, "torch")
+    backend = cfg.get("compile_backend", "inductor") if compiled(cfg) else None
+    # torch+compile: the same module through TorchDynamo + inductor (forward and, through AOTAutograd,
+    # backward); the loss and SGD stay eager, as in the plain contender. Compilation happens lazily, in
+    # the first step, which is therefore a warm-up step (the parent asks for at least one).
+    if backend and cfg["warmup"] < 1:
+        raise ValueError("a compiled torch contender needs at least one warm-up step (its first step compiles)")
+    net = torch.compile(model, backend=backend) if backend else model
     data = Path(cfg["data_dir"])
     images = torch.from_numpy(read_idx(data / FILES[0])[:, None].copy()).to(device)  # uint8 [N, 1, 28, 28]
     labels = torch.from_numpy(read_idx(data / FILES[1]).astype("int64")).to(device)
     order = np.random.RandomState(cfg["seed"]).permutation(len(labels))
-    optimizer = torch.optim.SGD(net.parameters(), lr=cfg["lr"])
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg["lr"])
     loss_fn = torch.nn.CrossEntropyLoss()
     bs, r = cfg["batch_size"], cfg["resize"]
     loss_sum = torch.zeros((), device=device)
@@ -305,8 +323,13 @@ def work_torch(cfg: dict) -> dict:
         optimizer.step()
         loss_sum.add_(loss.detach())
 
+    compile_s = None
     for i in range(cfg["warmup"]):
+        first = time.perf_counter()
         step(i)
+        if i == 0 and backend:
+            sync()
+            compile_s = time.perf_counter() - first  # tracing + code generation + the first step itself
     sync()
     cpu0, wall0 = _cpu_seconds(), time.perf_counter()
     for i in range(cfg["warmup"], cfg["warmup"] + cfg["steps"]):
@@ -318,7 +341,7 @@ def work_torch(cfg: dict) -> dict:
             if device == "cuda" else None)
     return {"end_to_end": speed, "d2l_timed": speed, "wall_s": wall, "timed_s": wall, "cpu_s": _cpu_seconds() - cpu0,
             "params": params, "train_loss": float(loss_sum) / (cfg["warmup"] + cfg["steps"]),
-            "precision": "bf16" if bf16 else "fp32",
+            "precision": "bf16" if bf16 else "fp32", "compile": backend, "compile_s": compile_s,
             "paddle_cnn_imported": "paddle_cnn" in sys.modules,
             "versions": {"torch": torch.__version__}, "threads": torch.get_num_threads(),
             "mkldnn": torch.backends.mkldnn.is_available(), "tf32": tf32}

@@ -32,6 +32,9 @@ def contender_entry(name: str, rounds: List[dict]) -> dict:
                      threads=first.get("threads"), cpu_s_per_round=[r["cpu_s"] for r in ok],
                      loadavg_at_end=[r["loadavg_at_end"] for r in ok],
                      train_loss=[r["train_loss"] for r in ok])
+        if first.get("compile"):  # torch+compile: the backend, and each round's first (compiling) step
+            entry["compile"] = first["compile"]
+            entry["compile_s_per_round"] = [r.get("compile_s") for r in ok]
         if first.get("tf32") is not None:  # GPU runs: whether fp32 GEMMs/convolutions may use TF32
             entry["tf32"] = first["tf32"]
         if name.startswith("d2l_paddle"):
@@ -68,6 +71,16 @@ def build_report(args, contenders: List[str], runs: Dict[str, List[dict]], info:
         theirs = results.get(other, {}).get("end_to_end")
         return ours / theirs if ours and theirs else None
 
+    def fastest_torch(ours_name, wanted):
+        """Ours against the fastest PyTorch contender (eager or compiled) of the same precision."""
+        mine = results.get(ours_name, {})
+        theirs = {n: r["end_to_end"] for n, r in results.items()
+                  if n.split("+")[0] == "torch" and r.get("end_to_end") and r.get("precision") == wanted}
+        if not mine.get("end_to_end") or mine.get("precision") != wanted or not theirs:
+            return None
+        best = max(theirs, key=theirs.get)
+        return {"ours": ours_name, "theirs": best, "ratio": mine["end_to_end"] / theirs[best]}
+
     achieved = {n: (r["end_to_end"] * gflops_per_example if r.get("end_to_end") else None)
                 for n, r in results.items()}
     fraction = {n: (achieved[n] / ceiling_gflops if ceiling_gflops and achieved[n]
@@ -91,7 +104,9 @@ def build_report(args, contenders: List[str], runs: Dict[str, List[dict]], info:
         "model": args.model, "resize": args.resize, "batch_size": args.batch_size, "steps": args.steps,
         "warmup": args.warmup, "repeats": args.repeats, "lr": info["lr"], "params": info["params"],
         "environment": environment, "contenders": results,
-        "ratios": {"vs_d2l": ratio("d2l_paddle"), "vs_torch": ratio("torch")},
+        "ratios": {"vs_d2l": ratio("d2l_paddle"), "vs_torch": ratio("torch"),
+                   "vs_fastest_torch": {p: fastest_torch(n, p) for p, n in (("fp32", "paddle_cnn"),
+                                                                            ("bf16", "paddle_cnn+bf16"))}},
         "gflops_per_example": gflops_per_example,
         "gflops_per_example_note": "3 x forward FLOPs of Conv2D and Linear layers (2 per multiply-accumulate; "
                                    "backward ~ 2 x forward); paddle_cnn.summary.count_flops",
@@ -137,7 +152,16 @@ def markdown(rep: dict) -> str:
                      f"| {_fmt(rep['achieved_gflops'].get(name))} | {_fmt(frac, '.0%')} | {tuning} |")
     ratios = rep["ratios"]
     lines += ["", f"paddle_cnn vs d2l-style Paddle: **{_fmt(ratios['vs_d2l'], '.2f')}x**; "
-                  f"vs PyTorch: **{_fmt(ratios['vs_torch'], '.2f')}x** (end-to-end examples/sec).", "",
+                  f"vs PyTorch: **{_fmt(ratios['vs_torch'], '.2f')}x** (end-to-end examples/sec)."]
+    for prec, best in (ratios.get("vs_fastest_torch") or {}).items():
+        if best:  # against the best PyTorch offers in that precision, eager or torch.compile
+            lines.append(f"{best['ours']} vs the fastest PyTorch {prec} contender ({best['theirs']}): "
+                         f"**{best['ratio']:.2f}x**.")
+    compiled = [f"{n} {', '.join(_fmt(s) for s in r['compile_s_per_round'])} s"
+                for n, r in rep["contenders"].items() if r.get("compile_s_per_round")]
+    if compiled:
+        lines.append(f"First (compiling, untimed) step per round: {'; '.join(compiled)}.")
+    lines += ["",
               f"{rep['params']:,} trainable parameters; {rep['gflops_per_example']:.3f} GFLOPs per training example "
               "(3 x forward, Conv2D + Linear)."]
     if rep["ceiling"]:

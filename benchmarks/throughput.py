@@ -22,6 +22,10 @@ leaks from one contender to another:
   same rounds: PyTorch under ``torch.autocast("cpu", dtype=torch.bfloat16)``,
   paddle_cnn through its trainer with ``amp="bf16"``. The report gives them no
   fraction of the (fp32) conv ceiling.
+* ``torch+compile`` / ``torch+compile+bf16`` -- the torch contender's model
+  through ``torch.compile`` (TorchDynamo + inductor, default mode), fp32 or
+  under the same autocast; the first warm-up step compiles (its wall time is
+  recorded as ``compile_s``), so these contenders need ``--warmup`` >= 1.
 
 Before anything is timed, each contender's model is built once in its own
 subprocess and its trainable parameters are compared with our registry's
@@ -75,11 +79,23 @@ CONTENDERS = ("d2l_paddle", "paddle_cnn", "torch")
 # NAME+bf16 runs NAME in bf16 (torch: CPU autocast; paddle_cnn: the trainer's --amp bf16), alternated
 # in the same rounds as the fp32 contenders; other +VARIANT suffixes only carry --env settings.
 BF16_CONTENDERS = ("paddle_cnn", "torch")
+# NAME+compile runs NAME's model through torch.compile (inductor); torch+compile+bf16 adds CPU autocast.
+COMPILE_CONTENDERS = ("torch",)
 
 
 def precision_of(name: str) -> str:
     """"bf16" for a contender named NAME+bf16 (or NAME+bf16+...), else "fp32"."""
     return "bf16" if "bf16" in name.split("+")[1:] else "fp32"
+
+
+def compiled_of(name: str) -> bool:
+    """True for a contender named NAME+compile (or NAME+compile+...): its model runs through torch.compile."""
+    return "compile" in name.split("+")[1:]
+
+
+def worker_config(base: dict, name: str) -> dict:
+    """What contender ``name``'s timed worker is given: the run's settings, its precision and compilation."""
+    return {**base, "precision": precision_of(name), "compile": compiled_of(name)}
 
 
 def find_data_dir(explicit: Optional[str]) -> Path:
@@ -184,7 +200,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="rounds; contenders alternate within each round")
     p.add_argument("--contenders", default=",".join(CONTENDERS),
                    help="comma-separated; NAME+VARIANT runs NAME again with that variant's --env settings; "
-                        "torch+bf16 and paddle_cnn+bf16 run in bf16 (CPU autocast / the trainer's --amp bf16)")
+                        "torch+bf16 and paddle_cnn+bf16 run in bf16 (CPU autocast / the trainer's --amp bf16); "
+                        "torch+compile (and torch+compile+bf16) runs the torch model through torch.compile")
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--amp", choices=("off", "auto"), default="off",
                    help="paddle_cnn on a GPU: off = fp32 like the others; auto = the trainer's default AMP "
@@ -208,11 +225,17 @@ def main(argv=None) -> int:
     no_bf16 = [c for c in contenders if precision_of(c) == "bf16" and c.split("+")[0] not in BF16_CONTENDERS]
     if no_bf16:
         p.error(f"no bf16 variant of {', '.join(no_bf16)}: +bf16 exists for {', '.join(BF16_CONTENDERS)}")
+    no_compile = [c for c in contenders if compiled_of(c) and c.split("+")[0] not in COMPILE_CONTENDERS]
+    if no_compile:
+        p.error(f"no compiled variant of {', '.join(no_compile)}: +compile exists for "
+                f"{', '.join(COMPILE_CONTENDERS)} (torch.compile)")
     for name in ("steps", "batch_size", "resize", "repeats"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
     if args.warmup < 0:
         p.error("--warmup must be >= 0")
+    if args.warmup < 1 and any(compiled_of(c) for c in contenders):
+        p.error("--warmup must be >= 1 with a +compile contender: its first step compiles, and must not be timed")
     if any(not c.startswith("paddle_cnn") for c in contenders):
         architecture(args.model, args.resize)  # fails early, saying which models have a re-implementation
     extra_env = parse_env(args.env)
@@ -272,7 +295,7 @@ def main(argv=None) -> int:
     runs: Dict[str, List[dict]] = {c: [] for c in contenders}
     for r in range(args.repeats):
         for name in contenders:
-            res = run_worker(name.split("+")[0], {**base, "precision": precision_of(name)},
+            res = run_worker(name.split("+")[0], worker_config(base, name),
                              contender_env(name, extra_env), args.timeout)
             crashes = []
             # Paddle 3.3.1's DataLoader workers (fork, 4 of them) sometimes die with SIGSEGV while
@@ -280,7 +303,7 @@ def main(argv=None) -> int:
             while "error" in res and DATALOADER_CRASH in res["error"] and len(crashes) < 3:
                 crashes.append(res["error"].splitlines()[-1])
                 log(f"round {r + 1} {name}: a DataLoader worker crashed ({crashes[-1][:80]}...); running it again")
-                res = run_worker(name.split("+")[0], {**base, "precision": precision_of(name)},
+                res = run_worker(name.split("+")[0], worker_config(base, name),
                                  contender_env(name, extra_env), args.timeout)
             res["dataloader_crashes"] = crashes
             res["round"] = r + 1

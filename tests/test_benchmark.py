@@ -331,3 +331,82 @@ def test_paddle_cnn_worker_times_exactly_the_asked_steps(monkeypatch, arrays):
     assert timed["examples"] == (2 + paddle_cnn.trainer.TIMER_WARMUP_STEPS) * 16
     assert timed["timed_examples"] == 2 * 16
     assert out["end_to_end"] == pytest.approx(2 * 16 / timed["train_time"])
+
+
+# --------------------------------------------------------------------------- torch+compile
+def test_compile_variants_are_parsed_and_checked():
+    """torch+compile (+bf16) asks the torch worker for torch.compile; other contenders have no such variant."""
+    cases = {"torch": ("fp32", False), "torch+bf16": ("bf16", False), "torch+compile": ("fp32", True),
+             "torch+compile+bf16": ("bf16", True), "paddle_cnn+bf16": ("bf16", False)}
+    for name, (prec, comp) in cases.items():
+        cfg = throughput.worker_config({"model": "alexnet"}, name)
+        assert (cfg["precision"], cfg["compile"], cfg["model"]) == (prec, comp, "alexnet"), name
+        assert contenders.precision(cfg) == prec and contenders.compiled(cfg) is comp
+    with pytest.raises(ValueError):
+        contenders.compiled({"compile": "yes"})
+    for argv, phrase in ((["--contenders", "paddle_cnn+compile"], "no compiled variant of paddle_cnn+compile"),
+                         (["--contenders", "torch+compile", "--warmup", "0"], "--warmup must be >= 1")):
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.throughput", *argv], cwd=REPO,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and phrase in proc.stderr, proc.stderr
+
+
+def test_torch_worker_trains_through_torch_compile(monkeypatch, data_dir):
+    """The +compile worker wraps the very module it trains in torch.compile and keeps the compiling step
+    out of the timed ones; the plain worker never compiles. TorchDynamo really traces here (backend "eager":
+    graph capture without inductor's code generation, which takes a minute)."""
+    pytest.importorskip("torch")
+    import torch
+    import torch._dynamo
+
+    calls = []
+    real_compile = torch.compile
+
+    def recording_compile(model, **kwargs):
+        calls.append((model, kwargs))
+        return real_compile(model, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    cfg = {"model": "lenet_relu", "resize": 28, "batch_size": 8, "steps": 2, "warmup": 1, "device": "cpu",
+           "seed": 0, "lr": 0.1, "data_dir": str(data_dir)}
+    plain = contenders.work_torch({**cfg, "compile": False})
+    assert calls == [] and plain["compile"] is None and plain["compile_s"] is None
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    out = contenders.work_torch({**cfg, "compile": True, "compile_backend": "eager", "precision": "bf16"})
+    [(model, kwargs)] = calls
+    assert kwargs == {"backend": "eager"} and isinstance(model, torch.nn.Module)
+    assert out["compile"] == "eager" and out["compile_s"] > 0 and out["precision"] == "bf16"
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # the forward was captured
+    assert out["params"] == plain["params"] and np.isfinite(out["train_loss"])
+    # Same seed, same batches, same initial weights: the compiled fp32 step matches the eager one.
+    calls.clear()
+    same = contenders.work_torch({**cfg, "compile": True, "compile_backend": "eager"})
+    assert same["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-5)
+    with pytest.raises(ValueError, match="warm-up"):
+        contenders.work_torch({**cfg, "compile": True, "warmup": 0})
+
+
+def test_report_names_the_fastest_pytorch_of_each_precision():
+    args = argparse.Namespace(model="alexnet", resize=96, batch_size=128, steps=2, warmup=1, repeats=1, device="cpu")
+    compiled = {**_round("fp32", 120.0), "compile": "inductor", "compile_s": 61.5}
+    runs = {"paddle_cnn": [_round("fp32", 110.0)], "torch": [_round("fp32", 100.0)], "torch+compile": [compiled],
+            "paddle_cnn+bf16": [_round("bf16", 150.0)], "torch+bf16": [_round("bf16", 200.0)],
+            "torch+compile+bf16": [{**_round("bf16", 160.0), "compile": "inductor", "compile_s": 70.0}]}
+    info = {"params": 10, "lr": 0.01, "environment": {"paddle": "3.3.1"}, "tuning": {}}
+    host = {"cpu_model": "cpu", "cores": 2, "logical_cpus": 2, "loadavg_at_start": None}
+    rep = report.build_report(args, list(runs), runs, info, {}, 1.0, {}, {}, host)
+    best = rep["ratios"]["vs_fastest_torch"]
+    assert best["fp32"] == {"ours": "paddle_cnn", "theirs": "torch+compile", "ratio": pytest.approx(110 / 120)}
+    assert best["bf16"] == {"ours": "paddle_cnn+bf16", "theirs": "torch+bf16", "ratio": pytest.approx(0.75)}
+    assert rep["ratios"]["vs_torch"] == pytest.approx(1.1)  # the eager fp32 figure, as before
+    assert rep["contenders"]["torch+compile"]["compile_s_per_round"] == [61.5]
+    assert "compile" not in rep["contenders"]["torch"]
+    table = report.markdown(rep)
+    assert "paddle_cnn vs the fastest PyTorch fp32 contender (torch+compile): **0.92x**" in table
+    assert "paddle_cnn+bf16 vs the fastest PyTorch bf16 contender (torch+bf16): **0.75x**" in table
+    assert "torch+compile 61.5 s; torch+compile+bf16 70.0 s" in table
+    # Without a torch contender of a precision there is no such line.
+    del runs["torch+bf16"], runs["torch+compile+bf16"]
+    rep = report.build_report(args, list(runs), runs, info, {}, 1.0, {}, {}, host)
+    assert rep["ratios"]["vs_fastest_torch"]["bf16"] is None and "bf16 contender" not in report.markdown(rep)
