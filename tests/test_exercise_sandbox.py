@@ -149,3 +149,58 @@ def test_without_isolation_the_check_says_so_and_still_catches_sys_exit(monkeypa
                       "没有时间限制，练习代码也能结束或改动检查程序）")
     assert out[2].strip().startswith("✗ 构建时调用了 sys.exit()")
     assert exercises.check("vgg_block", vgg_block_right, journal=exercises.Journal()) is True
+
+
+def test_inside_a_jupyter_kernel(tmp_path):
+    """What a notebook does: a class defined in a cell reaches the forked child; os._exit there leaves the kernel up."""
+    manager = pytest.importorskip("jupyter_client.manager")
+    import queue
+
+    code = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from paddle import nn
+        from paddle_cnn import exercises
+
+        def my_vgg_block(num_convs, in_channels, out_channels):
+            raise NotImplementedError
+
+        class MyBlock(nn.Layer):
+            def __init__(self, n, i, o):
+                super().__init__()
+                layers = []
+                for _ in range(n):
+                    layers += [nn.Conv2D(i, o, 3, padding=1), nn.ReLU()]
+                    i = o
+                self.net = nn.Sequential(*layers, nn.MaxPool2D(2, 2))
+
+            def forward(self, x):
+                return self.net(x)
+
+        def quits(n, i, o):
+            os._exit(0)
+
+        print([exercises.check("vgg_block", c) for c in (my_vgg_block, MyBlock, quits)], "kernel alive")
+    """)
+    km, kc = manager.start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    try:
+        msg_id, out = kc.execute(code), []
+        while True:
+            msg = kc.get_iopub_msg(timeout=120)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":   # Paddle warns on stderr
+                out.append(msg["content"]["text"])
+            elif msg["msg_type"] == "error":
+                out.append(f"ERROR {msg['content']['ename']}")
+            elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+    except queue.Empty:
+        pytest.fail("the kernel did not answer within 120 s")
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    text = "".join(out)
+    assert text.startswith("exercise vgg_block: not attempted yet (fill in the cell above)\n"), text
+    assert "✓ 练习 vgg_block：通过（3 组参数）" in text and "练习代码不能结束检查程序" in text, text
+    assert text.rstrip().endswith("[False, True, False] kernel alive"), text
