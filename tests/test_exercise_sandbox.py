@@ -11,6 +11,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
+import paddle
 import pytest
 from paddle import nn
 
@@ -148,7 +150,11 @@ def test_without_isolation_the_check_says_so_and_still_catches_sys_exit(monkeypa
     assert out[0] == ("（无法在隔离的子进程中检查：PADDLE_CNN_EXERCISE_ISOLATION=off；改在当前进程中检查，"
                       "没有时间限制，练习代码也能结束或改动检查程序）")
     assert out[2].strip().startswith("✗ 构建时调用了 sys.exit()")
+    paddle.seed(123)
+    expected = paddle.rand([3]).numpy()
+    paddle.seed(123)
     assert exercises.check("vgg_block", vgg_block_right, journal=exercises.Journal()) is True
+    np.testing.assert_array_equal(paddle.rand([3]).numpy(), expected)   # the caller's random state left alone
 
 
 def test_inside_a_jupyter_kernel(tmp_path):

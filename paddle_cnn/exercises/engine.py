@@ -20,7 +20,6 @@ as a traceback.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -105,22 +104,6 @@ def package_object(candidate) -> str:
         if module.split(".")[0] == "paddle_cnn":
             return f"{module}.{getattr(obj, '__qualname__', getattr(obj, '__name__', '?'))}"
     return ""
-
-
-@contextlib.contextmanager
-def _on_cpu():
-    """Build and run the reference on the CPU (as the child does), leaving the caller's device and RNG alone."""
-    device = paddle.get_device()
-    generator = runner.cpu_generator()
-    rng_state = generator.get_state()
-    if not device.startswith("cpu"):
-        paddle.set_device("cpu")
-    try:
-        yield
-    finally:
-        generator.set_state(rng_state)
-        if not device.startswith("cpu"):
-            paddle.set_device(device)
 
 
 def judge(ex, candidate, seed: int = 0, time_limit: float = sandbox.TIME_LIMIT, emit: Callable = print,
@@ -239,8 +222,8 @@ class _Case:
         if head.get("not_attempted"):
             raise _NotAttempted()
         values, grads = runner.materialize(self.raw, self.seed)
-        ref_in = runner.as_inputs(values, grads, self.raw)
-        with _on_cpu():
+        with runner.on_cpu():
+            ref_in = runner.as_inputs(values, grads, self.raw)
             pairs, state_pairs = self.layer_checks() if self.ex.kind == "layer" else ([], [])
             if "outputs" not in head:
                 self.error_or("没有收到输出（检查用的子进程没有报告）")

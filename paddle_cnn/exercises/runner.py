@@ -10,6 +10,7 @@ reports with the reference it runs itself, in the caller's process.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import linecache
@@ -47,6 +48,22 @@ def cpu_generator():
     except ImportError:   # pragma: no cover - Paddle < 2.6
         from paddle.fluid import core
     return core.default_cpu_generator()
+
+
+@contextlib.contextmanager
+def on_cpu():
+    """Build and run on the CPU (both sides of a check do), leaving the caller's device and CPU RNG as they were."""
+    device = paddle.get_device()
+    generator = cpu_generator()
+    rng_state = generator.get_state()
+    if not device.startswith("cpu"):
+        paddle.set_device("cpu")
+    try:
+        yield
+    finally:
+        generator.set_state(rng_state)
+        if not device.startswith("cpu"):
+            paddle.set_device(device)
 
 
 def seed_cpu(seed: int) -> None:

@@ -39,6 +39,12 @@ process that holds system frameworks is unsafe; ``fork`` failing for lack of
 memory; or ``PADDLE_CNN_EXERCISE_ISOLATION=off``), the same reports are
 produced in the caller's process and the check says so in one line: no time
 limit, and the candidate could end or patch the checker.
+
+What this does not cover: code the student runs in their own cells (a class
+body, a metaclass, a patch written at the top of a cell) runs in the caller's
+process before ``check`` is called; there it can do anything, including print
+a fake verdict. The sandbox is about what ``check`` calls. Grading a class never
+runs student code at all (``homework grade`` re-scores exported programs).
 """
 from __future__ import annotations
 
@@ -83,7 +89,8 @@ def in_process(ex, candidate, seed: int):
     while True:
         sys.stdout = printed
         try:
-            item = next(gen)
+            with runner.on_cpu():   # as in the child: CPU, and the caller's random state left alone
+                item = next(gen)
         except StopIteration:
             return
         finally:
