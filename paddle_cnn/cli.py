@@ -33,7 +33,9 @@ import warnings
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+from .runtime import EXIT_INTERRUPTED  # 130
+
+EXIT_USAGE = 2
 _TYPES = {"int": int, "float": float, "str": str, "Optional[int]": int, "Optional[str]": str}
 
 
@@ -336,6 +338,11 @@ def _spawn_workers(args, cfg):
     if cfg.nproc == 1:
         return None
     launcher.check_nproc(cfg.nproc, cfg.device, cfg.sync_bn)
+    # Found (or downloaded) and checked here, once: missing or wrong data is one error line, not one per worker
+    # plus the launcher's.
+    from .data import load_fashion_mnist
+
+    load_fashion_mnist(getattr(args, "data_dir", None))
     argv = list(args.argv)  # this very command, replayed in each worker
     try:  # the workers stop as one: a failed or stopped worker, Ctrl-C or SIGTERM here ends them all
         code = launcher.spawn(main, cfg.nproc, "gpu" if _is_gpu(cfg) else "cpu", argv)
@@ -407,34 +414,123 @@ COMMANDS = {"list": cmd_list, "train": cmd_train, "homework": cmd_homework, "dat
 
 
 def main(argv=None) -> int:
-    if "--debug" not in (sys.argv[1:] if argv is None else argv):
-        # Paddle's C++ INFO and WARNING lines (glog), read once when Paddle loads (build_parser loads it): on the
-        # GPU build without a GPU it warns that libcudnn.so is missing before our first line; errors still show.
-        os.environ.setdefault("GLOG_minloglevel", "2")
-    parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
-    if rest and args.command != "doctor":
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    args.rest = rest
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    if not args.debug:
-        warnings.showwarning = _warning_line
-    from . import distributed
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    from . import runtime
 
-    rank = distributed.env_rank()
+    ours, rank = False, 0
     try:
+        _safe_streams()
+        if not debug:
+            _quiet_libraries()
+        bad = bad_environment()  # before Paddle loads: it reads PADDLE_TRAINER_ID while importing
+        if bad:
+            print(f"error: {bad}", file=sys.stderr)
+            return EXIT_USAGE
+        from . import distributed
+
+        rank = distributed.env_rank()
+        parser = build_parser()
+        args, rest = parser.parse_known_args(argv)
+        args.argv = argv
+        if rest and args.command != "doctor":
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        args.rest = rest
+        # Until here (Paddle loaded, arguments read) Ctrl-C ends the command at once in one line
+        # (runtime.exit_on_interrupt): a KeyboardInterrupt inside Paddle's C++ start-up turns into an ImportError.
+        # From here on it is a KeyboardInterrupt, so a run can stop its workers and say where its epochs are.
+        ours = runtime.raise_on_interrupt()
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        if not debug:
+            warnings.showwarning = _warning_line
         return _run_command(args, rank)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM outside a training loop (which says where its epochs are)
-        if args.debug:
+        if ours:
+            runtime.exit_on_interrupt()  # a second Ctrl-C while this is said ends at once, in one line too
+        if debug:
             raise
         print("\ninterrupted" if rank == 0 else f"\ninterrupted (process {rank})", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (ImportError, OSError) as e:
-        if args.debug or not _environment_problem(e):
+        if debug or not _environment_problem(e):
             raise
         print(f"error: {_environment_line(e)}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        if ours:
+            runtime.exit_on_interrupt()
+
+
+def _safe_streams() -> None:
+    """Whatever stdout's encoding (``PYTHONIOENCODING=ascii``, a GBK console), a character it cannot encode is
+    printed as ``?`` instead of ending the command in a UnicodeEncodeError; and under ``python -u`` (the
+    workers) each line is still written in one piece, so another process's line cannot land inside it."""
+    for stream in (sys.stdout, sys.stderr):
+        if not hasattr(stream, "reconfigure"):
+            continue
+        # strict: PYTHONIOENCODING=ascii or gbk; surrogateescape: the C locale (it passes undecodable bytes only)
+        changes = {"errors": "replace"} if stream.errors in ("strict", "surrogateescape") else {}
+        if getattr(stream, "write_through", False):
+            changes.update(write_through=False, line_buffering=True)
+        try:
+            if changes:
+                stream.reconfigure(**changes)
+        except (ValueError, OSError, AttributeError):  # a replaced stream that cannot change: leave it
+            pass
+
+
+def _quiet_libraries() -> None:
+    """No INFO lines from the libraries under us, unless the user asked for them.
+
+    Paddle's C++ INFO and WARNING lines (glog) are read once, when Paddle loads: on the GPU build without a GPU
+    it warns that libcudnn.so is missing before our first line; errors still show. Matplotlib logs
+    "generated new fontManager" at INFO on a first run, which Paddle's logging setup would print.
+    """
+    import logging
+
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    quiet = logging.getLogger("matplotlib")
+    if quiet.level == logging.NOTSET:
+        quiet.setLevel(logging.WARNING)
+
+
+#: Environment variables read as a whole number, each with its smallest value.
+NUMBER_VARIABLES = (("PADDLE_TRAINER_ID", 0), ("PADDLE_TRAINERS_NUM", 1))
+LAUNCHER_HINT = ("paddle.distributed.launch sets it for the processes it starts: unset it to train in one process "
+                 "(--nproc N for several), or start the command through the launcher")
+
+
+def bad_environment() -> str | None:
+    """One line naming an environment variable this package (or Paddle, while loading) cannot use; None if all
+    are usable. Read before Paddle is imported."""
+    environ = os.environ
+    numbers = {}
+    for name, least in NUMBER_VARIABLES:
+        if name not in environ:
+            continue
+        text = environ[name]
+        try:
+            numbers[name] = int(text)
+        except ValueError:
+            numbers[name] = None
+        if numbers[name] is None or numbers[name] < least:
+            return f"the environment variable {name}={text!r} is not a whole number >= {least}; {LAUNCHER_HINT}"
+    rank, world = numbers.get("PADDLE_TRAINER_ID"), numbers.get("PADDLE_TRAINERS_NUM", 1)
+    if world > 1 and rank is None:
+        return (f"the environment variable PADDLE_TRAINERS_NUM={world} says this is one of {world} processes but "
+                f"PADDLE_TRAINER_ID (its rank) is not set; {LAUNCHER_HINT}")
+    if rank is not None and rank >= world:
+        return (f"the environment variable PADDLE_TRAINER_ID={rank} is not a rank of "
+                f"{'PADDLE_TRAINERS_NUM=' + str(world) if 'PADDLE_TRAINERS_NUM' in environ else 'one process'} "
+                f"(0 to {world - 1}); {LAUNCHER_HINT}")
+    from .data import ALLOW_UNKNOWN_ENV, _allow_unknown_default
+
+    if ALLOW_UNKNOWN_ENV in environ:
+        try:
+            _allow_unknown_default()
+        except ValueError as e:
+            return str(e)
+    return None
 
 
 def _run_command(args, rank: int) -> int:
@@ -447,7 +543,9 @@ def _run_command(args, rank: int) -> int:
     except (ValueError, DataError, TrainingError) as e:
         if args.debug:
             raise
-        print(f"error: {e}" if rank == 0 else f"error (process {rank}): {e}", file=sys.stderr)
+        # One write, so that another process's line cannot land between the message and its line break.
+        sys.stderr.write((f"error: {e}" if rank == 0 else f"error (process {rank}): {e}") + "\n")
+        sys.stderr.flush()
         return EXIT_USAGE
 
 

@@ -337,8 +337,16 @@ def content_error(folder, problems: List[str]) -> str:
             "anyway with --allow-unknown-data")
 
 
+#: The values ALLOW_UNKNOWN_ENV may take: on, then off.
+FLAG_WORDS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False, "": False}
+
+
 def _allow_unknown_default() -> bool:
-    return os.environ.get(ALLOW_UNKNOWN_ENV, "").strip().lower() in ("1", "true", "yes")
+    value = os.environ.get(ALLOW_UNKNOWN_ENV, "")
+    if value.strip().lower() not in FLAG_WORDS:
+        raise ValueError(f"the environment variable {ALLOW_UNKNOWN_ENV}={value!r} is neither on (1, true, yes) nor "
+                         "off (0, false, no, empty); set one of these or unset it")
+    return FLAG_WORDS[value.strip().lower()]
 
 
 _CACHE: Dict[Path, FashionMNISTArrays] = {}

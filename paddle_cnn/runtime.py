@@ -202,6 +202,56 @@ def exit_if_command(error: BaseException) -> None:
         raise SystemExit(2)
 
 
+#: A command ended by Ctrl-C exits with 130 (128 + SIGINT, what a shell reports for a process it stopped).
+EXIT_INTERRUPTED = 130
+
+
+def _exit_interrupted(signum, frame):
+    """Ctrl-C outside the command's own handling: one line, exit code 130, no traceback of whatever was importing."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001  (a write this signal interrupted; exiting anyway)
+            pass
+    os.write(2, b"\ninterrupted\n")
+    os._exit(EXIT_INTERRUPTED)
+
+
+def exit_on_interrupt() -> bool:
+    """From now on Ctrl-C ends this process at once with one line (exit code 130); True if that was installed.
+
+    ``paddle_cnn`` installs it when started as the ``paddle-cnn`` command, before
+    anything imports Paddle (which takes a second or more): Python's default
+    would raise KeyboardInterrupt inside that import and print its traceback.
+    ``cli.main`` goes back to KeyboardInterrupt (:func:`raise_on_interrupt`)
+    inside its ``try``, so a training run can still say where its epochs are.
+    A process that ignores SIGINT (a spawned worker) or a thread other than the
+    main one is left alone.
+    """
+    import signal
+
+    try:
+        if signal.getsignal(signal.SIGINT) not in (signal.default_int_handler, _exit_interrupted):
+            return False
+        signal.signal(signal.SIGINT, _exit_interrupted)
+    except ValueError:  # not the main thread
+        return False
+    return True
+
+
+def raise_on_interrupt() -> bool:
+    """Ctrl-C raises KeyboardInterrupt again, if :func:`exit_on_interrupt` had replaced it; True if it had."""
+    import signal
+
+    try:
+        if signal.getsignal(signal.SIGINT) is not _exit_interrupted:
+            return False
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:
+        return False
+    return True
+
+
 def check_numpy_for_paddle() -> None:
     """Refuse NumPy 2 beside Paddle 2.x with one line that says how to fix it (read without importing either).
 
