@@ -67,9 +67,21 @@ def context(device: str = "cpu") -> Context:
     backend = "nccl" if device == "gpu" else "gloo"
     _quiet_flags_banner()
     dist.init_parallel_env()
-    _CONTEXT = Context(rank=int(env.rank), world=int(env.world_size),
-                       local_rank=int(getattr(env, "local_rank", env.rank)), backend=backend)
+    _CONTEXT = Context(rank=int(env.rank), world=int(env.world_size), local_rank=local_rank(int(env.rank)),
+                       backend=backend)
     return _CONTEXT
+
+
+def local_rank(rank: int) -> int:
+    """This process's GPU on its own machine (``gpu:<local_rank>``): the one spawn or paddle.distributed.launch
+    selected for it (``FLAGS_selected_gpus``, counted among the visible GPUs), else the launcher's
+    ``PADDLE_LOCAL_RANK``, else ``rank`` (one machine). The rank alone is wrong on the second machine of a
+    multi-node run: there rank 2 of 2 x 2 processes uses GPU 0, not GPU 2."""
+    for key in ("FLAGS_selected_gpus", "PADDLE_LOCAL_RANK"):
+        first = os.environ.get(key, "").split(",")[0].strip()
+        if first.isdigit():
+            return int(first)
+    return rank
 
 
 def current() -> Context:
