@@ -18,9 +18,12 @@ Every field of :class:`paddle_cnn.config.TrainConfig` is a ``train`` flag
 dataclass; ``--set KEY=VALUE`` sets a model or task argument
 (``--set base_width=16`` or ``--set model_args.base_width=16``).
 
-A bad argument or bad data ends with one ``error:`` line and exit code 2
-(``--debug`` shows the traceback instead); an interrupted run exits with 130
-after saying where its last complete epoch is.
+A bad argument, bad data or an environment variable we cannot use ends with
+one ``error:`` line and exit code 2 (``--debug`` shows the traceback instead).
+Ctrl-C at any moment, even while Paddle is still loading, ends with one line
+and exit code 130; an interrupted run first says where its last complete epoch
+is. Output never fails on a stdout that cannot encode a character (it prints
+``?``), and Paddle's and matplotlib's INFO lines stay out of it.
 """
 from __future__ import annotations
 
