@@ -656,3 +656,15 @@ def test_weights_of_another_shape_are_named(capsys):
     failures = [line for line in lines if line.startswith("✗")]
     assert failures[0] == ("✗ 权重：你的参数 0.weight [8, 3, 1, 9]、2.weight [8, 8, 1, 9] 在参考实现中没有同形状的对应")
     assert "→ 第 1 个卷积层：卷积核是 1×9，应为 3×3，填充是 0×4，应为 1" in lines
+
+
+def test_an_object_array_is_named_not_sent(capsys):
+    def ragged(boxes, labels, counts, canvas, stride=4):   # one array per scene, packed into an object array
+        t = densebox_targets_right(boxes, labels, counts, canvas, stride)
+        out = np.empty(len(t), dtype=object)
+        out[:] = list(t)
+        return out
+
+    assert exercises.check("densebox_targets", ragged, journal=exercises.Journal()) is False
+    failures = [line.strip() for line in _lines(capsys) if line.lstrip().startswith("✗")]
+    assert failures[0] == "✗ 输出：你的返回了 dtype 为 object 的 NumPy 数组，应为 NumPy 数组"

@@ -298,9 +298,10 @@ class _Case:
         if len(described) != len(ref_outs):
             what = f"{len(ref_outs)} 个值（{', '.join(ex.outputs)}）" if ex.outputs else "一个张量"
             self.fail(f"输出：你的返回了 {len(described)} 个值，应为{what}")
-        for d in described:
+        for d, r in zip(described, ref_outs):
             if d["kind"] == "other":
-                self.fail(f"输出：你的返回了 {d['type']}，应为 paddle.Tensor")
+                want = "paddle.Tensor" if isinstance(r, paddle.Tensor) else "NumPy 数组"
+                self.fail(f"输出：你的返回了 {d['type']}，应为 {want}")
         ref_shapes = [_shape_text(r.shape) for r in ref_outs]
         my_shapes = [_shape_text(d["shape"]) for d in described]
         ref_np = [runner._numpy(r) for r in ref_outs]

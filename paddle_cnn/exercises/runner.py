@@ -28,6 +28,7 @@ WEIGHTED = {"Conv2D": "conv", "Conv2DTranspose": "convT", "BatchNorm2D": "bn", "
             "BatchNorm": "bn", "Linear": "linear"}
 POOLS = {"MaxPool2D": "maxpool", "AvgPool2D": "avgpool", "AdaptiveAvgPool2D": "avgpool",
          "AdaptiveMaxPool2D": "maxpool"}
+ARRAY_DTYPES = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"}
 PRINTED_LIMIT = 4000        # characters of the candidate's own print() output passed back
 PERTURB_SEED, GRAD_SEED = 1_000_003, 2_000_003   # offsets of the generators both sides draw from
 
@@ -296,6 +297,8 @@ def _describe(value) -> dict:
     if isinstance(value, paddle.Tensor):
         return {"kind": "tensor", "shape": [int(s) for s in value.shape], "grad": not value.stop_gradient}
     if isinstance(value, np.ndarray):
+        if value.dtype.name not in ARRAY_DTYPES:      # e.g. an object array made of a list of arrays
+            return {"kind": "other", "type": f"dtype 为 {value.dtype.name} 的 NumPy 数组"}
         return {"kind": "ndarray", "shape": [int(s) for s in value.shape], "grad": False}
     return {"kind": "other", "type": type(value).__name__}
 
@@ -387,10 +390,10 @@ def _run_case(ex, candidate, case, seed: int, head: dict, arrays: dict) -> None:
 
     outs = flatten(out, ex.outputs)
     head["outputs"] = [_describe(v) for v in outs]
-    for i, v in enumerate(outs):
-        if isinstance(v, (paddle.Tensor, np.ndarray)):
+    for i, (v, d) in enumerate(zip(outs, head["outputs"])):
+        if d["kind"] != "other":
             arrays[f"out.{i}"] = _numpy(v)
-    if not all(isinstance(v, (paddle.Tensor, np.ndarray)) for v in outs) or len(outs) != max(len(ex.outputs), 1):
+    if any(d["kind"] == "other" for d in head["outputs"]) or len(outs) != max(len(ex.outputs), 1):
         head["stop"] = True
         return
 

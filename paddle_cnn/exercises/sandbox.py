@@ -64,7 +64,7 @@ from . import runner
 TIME_LIMIT = 60.0          # seconds per argument set; AlexNet's largest set takes ~2 s on a 2-core CPU
 MAX_HEADER = 16 << 20      # bytes of one JSON header
 MAX_ARRAYS = 1 << 31       # bytes of the arrays of one report (AlexNet's gradients are ~0.2 GB)
-DTYPES = {"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool"}
+DTYPES = runner.ARRAY_DTYPES
 ENV = "PADDLE_CNN_EXERCISE_ISOLATION"
 
 
