@@ -668,3 +668,20 @@ def test_an_object_array_is_named_not_sent(capsys):
     assert exercises.check("densebox_targets", ragged, journal=exercises.Journal()) is False
     failures = [line.strip() for line in _lines(capsys) if line.lstrip().startswith("✗")]
     assert failures[0] == "✗ 输出：你的返回了 dtype 为 object 的 NumPy 数组，应为 NumPy 数组"
+
+
+def test_the_self_check_command(tmp_path):
+    """``python -m paddle_cnn.exercises NAME``: 0 when the reference passes; an unknown name is one line, exit 2."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    ok = subprocess.run([sys.executable, "-m", "paddle_cnn.exercises", "vgg_block"], capture_output=True, text=True,
+                        env=env, timeout=300)
+    assert ok.returncode == 0 and ok.stdout.splitlines()[-1] == "✓ 练习 vgg_block：通过（3 组参数）"
+    bad = subprocess.run([sys.executable, "-m", "paddle_cnn.exercises", "vgg"], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.splitlines()[-1].startswith("no exercise 'vgg'; the exercises are: corr2d, alexnet")

@@ -29,7 +29,6 @@ False
 """
 from __future__ import annotations
 
-import sys
 from collections import OrderedDict
 from typing import Optional
 
@@ -120,7 +119,3 @@ def self_check(names=None, emit=print) -> bool:
         ex = catalogue.get(name)
         ok &= judge(ex, ex.reference, allow_package=True, emit=emit).passed
     return ok
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(0 if self_check() else 1)
