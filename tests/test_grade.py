@@ -225,6 +225,7 @@ def test_grade_a_class(recorded, tmp_path, data_dir):
     assert rows["s10"]["status"] == "failed check" and "curves.png is listed in the manifest but missing" \
         in rows["s10"]["reason"] and "edited" in flags("s10")
     assert rows["s11"]["status"] == "timeout" and "10 s" in rows["s11"]["reason"]
+    assert not any("paddle-cnn-grade" in r["reason"] for r in rows.values())   # no private temp path in a reason
     feedback = (tmp_path / "feedback" / "s03.md").read_text()
     assert "未成立" in feedback and "claim_contradicted" in feedback
     assert "成立：练习检查：passed" in (tmp_path / "feedback" / "s01.md").read_text()
@@ -295,3 +296,17 @@ def test_verify_replays_the_reference_run_and_never_the_students(recorded, data_
     assert homework.verify(root, data_dir=data_dir, log=lines.append)
     assert any(line.startswith("lenet_relu.student: not replayed") for line in lines)
     assert any(line.startswith("lenet_relu: 1 epoch matches exactly") for line in lines)
+
+
+def test_cli_refuses_bad_grade_and_pack_input_in_one_line(tmp_path, capsys, monkeypatch):
+    from paddle_cnn import cli
+
+    monkeypatch.delenv("PADDLE_CNN_STUDENT", raising=False)
+    assert cli.main(["homework", "grade", str(tmp_path / "none"), "--out", str(tmp_path / "g.csv")]) == 2
+    assert cli.main(["homework", "grade", str(tmp_path), "--jobs", "0"]) == 2
+    assert cli.main(["homework", "pack", "--root", str(tmp_path)]) == 2
+    assert cli.main(["homework", "pack", "--student", "../x", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 4 and all(line.startswith("error: ") for line in err), err
+    assert "is not a folder" in err[0] and "--jobs" in err[1] and "--student ID" in err[2] and "'../x'" in err[3]
+    assert not (tmp_path / "g.csv").exists()

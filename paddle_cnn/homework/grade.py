@@ -292,16 +292,16 @@ def _rescore(folder: Path, run_: dict, ctx: Context) -> tuple:
 def _section(folder: Path, ctx: Context, student: Optional[str], seed: Optional[int], manifest_bad: list) -> dict:
     """Everything graded about one section folder of a submission."""
     from .check import _consistency, _impossible, recorded_sums_problems
-    from .schema import validate
+    from .schema import load_results
     from ..exercises import section_exercises
     from .student import SLOTS, seed_for, source_sha256
 
     section = folder.name
     out = {"section": section, "problems": [], "flags": set(), "runs": {}, "fingerprints": {}}
     try:
-        doc = _read_json(folder / "results.json", f"{section}/results.json")
-        validate(doc, f"{section}/results.json")
-    except (Unreadable, ValueError) as e:
+        _read_json(folder / "results.json", f"{section}/results.json")     # size and depth, before the parser
+        doc = load_results(folder / "results.json", folder)               # schema; NaN and infinities refused
+    except (Unreadable, ValueError, OSError) as e:
         out["problems"].append(str(e))
         return out
     if manifest_bad:
@@ -409,8 +409,14 @@ def grade_one(entry: str, ctx: Context, work: Path) -> dict:
             raise Unreadable("no <section>/results.json in it")
         names = {f.name for f in sections}
         loose = [p for key, found in bad.items() if key not in names for p in found]   # files outside the sections
-        return {"student": student, "seed": seed,
-                "sections": [_section(f, ctx, student, seed, bad.get(f.name, []) + loose) for f in sections]}
+        graded = [_section(f, ctx, student, seed, bad.get(f.name, []) + loose) for f in sections]
+        here = str(dest) + os.sep          # the private copy's path means nothing to the reader of a row
+        for s in graded:
+            s["problems"] = [p.replace(here, "") for p in s["problems"]]
+            for r in s["runs"].values():
+                r["problems"] = [p.replace(here, "") for p in r["problems"]]
+                r["notes"] = [p.replace(here, "") for p in r["notes"]]
+        return {"student": student, "seed": seed, "sections": graded}
     finally:
         shutil.rmtree(dest, ignore_errors=True)
 
