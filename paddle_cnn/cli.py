@@ -246,24 +246,23 @@ def cmd_train(args) -> int:
 
         check_fits_memory(cfg)  # before the folder is prepared; run() below is told it was done
         _prepare_out(out, args.resume, args.overwrite)
+    args.checkpoint_before = _checkpoint_stamp(out)  # the checkpoint --overwrite is replacing is not this run's
     code = _spawn_workers(args, cfg)
     if code is not None:
         return code
     main_rank = distributed.env_rank() == 0
-    if main_rank:
-        procs = f", {cfg.nproc} processes" if cfg.nproc > 1 else ""
-        print(f"training {cfg.model} ({cfg.profile} profile): resize {cfg.resize}, {cfg.epochs} epochs, "
-              f"batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr} ({cfg.schedule}){procs}; output in {out}",
-              flush=True)
-    try:
+    try:  # from the first line on, Ctrl-C is answered with where this run's epochs are
+        if main_rank:
+            procs = f", {cfg.nproc} processes" if cfg.nproc > 1 else ""
+            print(f"training {cfg.model} ({cfg.profile} profile): resize {cfg.resize}, {cfg.epochs} epochs, "
+                  f"batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr} ({cfg.schedule}){procs}; output in {out}",
+                  flush=True)
         result = run(cfg, out, resume=args.resume, data_dir=args.data_dir,
                      progress=False if args.no_progress else None, check_memory=False)
     except KeyboardInterrupt:
         if main_rank:
-            saved = out / "checkpoint.pdckpt"
-            where = (f"the last complete epoch is saved in {saved}; continue with --resume --out {out}"
-                     if saved.exists() else "no epoch had finished, nothing was saved")
-            print(f"\ninterrupted: {where}", file=sys.stderr)
+            print(f"\ninterrupted: {_saved_line(args, out) or 'no epoch had finished, nothing was saved'}",
+                  file=sys.stderr)
         return EXIT_INTERRUPTED
     if main_rank:
         print(result.summary())
@@ -366,11 +365,30 @@ def _is_gpu(cfg) -> bool:
 
 def _where_saved(args, cfg) -> str:
     out = Path(getattr(args, "out", None) or f"runs/{cfg.model}-{cfg.profile}")
-    saved = out / "checkpoint.pdckpt"
-    if getattr(args, "command", "") == "train" and saved.exists():
-        return f"the last complete epoch is saved in {saved}; continue with --resume --out {out}"
-    return "no checkpoint of a complete epoch was written" if args.command == "train" else \
-        f"continue with `paddle-cnn homework run {cfg.model} --resume` once the cause is fixed"
+    if getattr(args, "command", "") == "train":
+        return _saved_line(args, out) or "no checkpoint of a complete epoch was written"
+    return f"continue with `paddle-cnn homework run {cfg.model} --resume` once the cause is fixed"
+
+
+def _checkpoint_stamp(out: Path):
+    """(inode, size, mtime) of the checkpoint in ``out``, None when there is none (each save is a new file)."""
+    try:
+        st = (out / "checkpoint.pdckpt").stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _saved_line(args, out: Path):
+    """Where this run's last complete epoch is and how to continue it; None if it saved none. The checkpoint
+    of the run that --overwrite is replacing stays until the first epoch ends, and is not this run's."""
+    stamp = _checkpoint_stamp(out)
+    if stamp is None:
+        return None
+    if not args.resume and stamp == getattr(args, "checkpoint_before", None):
+        return (f"no epoch had finished; {out} still holds the previous run's checkpoint (--overwrite replaces it "
+                "when the first epoch ends)")
+    return f"the last complete epoch is saved in {out / 'checkpoint.pdckpt'}; continue with --resume --out {out}"
 
 
 def cmd_data(args) -> int:

@@ -110,6 +110,34 @@ def test_ctrl_c_at_any_moment_is_one_line(fake, tmp_path, entry, moment):
     assert one_line(err).startswith("interrupted"), err
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_before_the_first_epoch_of_an_overwrite_does_not_offer_the_old_run(fake, tmp_path):
+    """--overwrite keeps the previous run's checkpoint until this run's first epoch ends: an interrupt before that
+    must not call it "the last complete epoch" and offer --resume (which would continue the old run)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pdckpt").write_bytes(b"the previous run")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "paddle_cnn", "train", "lenet_relu", "--profile", "smoke", "--resize", "224",
+         "--batch-size", "8", "--accel", "off", "--data-dir", str(fake), "--out", str(out), "--overwrite",
+         "--no-progress"],
+        cwd=REPO, env=command_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        first = proc.stdout.readline()  # "training lenet_relu ...": the command is running, the epoch not done
+        assert first.startswith("training"), (first, proc.communicate())
+        proc.send_signal(signal.SIGINT)
+        out_text, err = proc.communicate(timeout=HANG)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, (out_text, err)
+    line = one_line(err)
+    assert "previous run" in line and "--resume" not in line, line
+    assert (out / "checkpoint.pdckpt").read_bytes() == b"the previous run"
+
+
 # --------------------------------------------------------------------------- environment variables
 @pytest.mark.parametrize("variables, named", [
     ({"PADDLE_TRAINER_ID": "abc"}, "PADDLE_TRAINER_ID='abc'"),
