@@ -157,6 +157,9 @@ def download(folder, timeout: float = 30.0) -> Path:
     """
     folder = Path(folder)
     mirror = os.environ.get("PADDLE_CNN_MIRROR", MIRROR)
+    if not mirror.startswith(("http://", "https://")) or not mirror.endswith("/"):
+        raise DataError(f"the environment variable PADDLE_CNN_MIRROR={mirror!r} is not an http:// or https:// "
+                        "address ending in / (the folder that holds the four files); fix it or unset it")
     for name in ALL_FILES:
         target, url = folder / name, mirror + name
         if target.is_file() and _md5(target) == OFFICIAL_MD5[name]:
@@ -164,7 +167,7 @@ def download(folder, timeout: float = 30.0) -> Path:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
                 blob = response.read()
-        except OSError as e:  # URLError, timeouts, refused connections
+        except (OSError, ValueError) as e:  # URLError, timeouts, refused connections; a malformed address
             raise DataError(f"download of {url} failed: {getattr(e, 'reason', e)}") from None
         md5 = hashlib.md5(blob).hexdigest()
         if md5 != OFFICIAL_MD5[name]:

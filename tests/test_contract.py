@@ -157,6 +157,19 @@ def test_bad_environment_variable_is_one_line(variables, named):
     assert line.startswith("error: the environment variable ") and named in line, line
 
 
+@pytest.mark.parametrize("mirror", ["notaurl/", "ftp://example.org/", "http://example.org/fashion"])
+def test_bad_mirror_variable_is_one_line(tmp_path, mirror):
+    """Read only when the data must be downloaded (no data anywhere): the "not found" message, which lists every
+    place searched, says why the download could not start, naming the variable."""
+    done = subprocess.run([sys.executable, "-m", "paddle_cnn", "data", "check"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=HANG, env=command_env(PADDLE_CNN_DATA=None, HOME=str(tmp_path),
+                                                                   PADDLE_CNN_MIRROR=mirror))
+    assert done.returncode == 2, done
+    first = done.stderr.splitlines()[0]
+    assert first.startswith("error: ") and f"PADDLE_CNN_MIRROR={mirror!r}" in first, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize("rank, world", [("0", None), ("0", "1"), ("1", "2"), ("3", "4"), (None, None)])
 def test_launcher_variables_that_make_sense_are_accepted(monkeypatch, rank, world):
     from paddle_cnn.cli import bad_environment
