@@ -310,3 +310,16 @@ def test_cli_refuses_bad_grade_and_pack_input_in_one_line(tmp_path, capsys, monk
     assert len(err) == 4 and all(line.startswith("error: ") for line in err), err
     assert "is not a folder" in err[0] and "--jobs" in err[1] and "--student ID" in err[2] and "'../x'" in err[3]
     assert not (tmp_path / "g.csv").exists()
+
+
+def test_train_student_builds_the_section_network_with_the_students_code(data_dir):
+    from paddle_cnn import exercises
+
+    result = homework.train_student("lenet", exercises.reference("lenet_relu"), "smoke", student="s01",
+                                    data_dir=data_dir, log=None, progress=False)
+    assert result.config.seed == seed_for("s01") and result.config.model == "lenet_relu"
+    assert result.run_info["student_exercise"] == "lenet_relu"
+    assert type(result.model).__name__ == "Sequential"        # the exercise's network, not the registry's LeNet
+    assert 0 <= result.final["test_acc"] <= 1
+    with pytest.raises(ValueError, match="does not slot into"):
+        homework.train_student("resnet", exercises.reference("residual"), exercise="unet_up")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from .. import atomic, runtime
 from ..tasks import all_tasks
-from .schema import FINAL_KEYS, FULL_TEST_SET, README_MAX_BYTES, folder_problem, homework_root, load_results, read_text
+from .schema import (FINAL_KEYS, FULL_TEST_SET, README_MAX_BYTES, folder_problem, homework_root, load_results, read_text,
+                     run_key)
 
 BEGIN = "<!-- BEGIN GENERATED: written by `paddle-cnn homework run`; edits here are overwritten -->"
 END = "<!-- END GENERATED -->"
@@ -284,7 +285,8 @@ def summary(root=None) -> Path:
     for r in runs:
         reference = COURSE_REFERENCE.get(r["model"])
         cited = "–" if reference is None else f"[{reference[0]:.3f}]({reference[1]})"
-        lines.append(f"| [{r['section']}]({r['section']}/README.md) | `{r['model']}` | {metric_text(r)} | "
+        shown = run_key(r["model"], r.get("implementation", "reference"))   # a student run: `<model>.student`
+        lines.append(f"| [{r['section']}]({r['section']}/README.md) | `{shown}` | {metric_text(r)} | "
                      f"{cited} | {r['final']['examples_per_sec']:.1f} | {r['params']:,} | {r['final']['epochs']} | "
                      f"{r['final']['wall_time'] / 60:.1f} min | {r['profile']} | {_device_text(r['environment'])} |")
     data_names = sorted({r["data"]["name"] for r in runs})

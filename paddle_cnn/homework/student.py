@@ -241,13 +241,13 @@ def train_student(section_or_model: str, block, profile: str = "auto", student: 
     from ..trainer import Trainer
 
     s = slot(section_or_model)
+    name = slot_exercise(s, exercise)            # before any data is loaded
     seed = student_seed(student)
     if seed is not None:
         overrides.setdefault("seed", seed)
     cfg = config_for(s.model, profile, **overrides)
     trainer = Trainer(cfg, None, progress=progress, log=log)
     data = trainer.task.build_data(cfg, data_dir)
-    name = slot_exercise(s, exercise)
     result = trainer.fit(build_network(s.section, block, cfg, name), data)
     result.run_info["student_exercise"] = name      # record() names the exercise from it
     return result
