@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--data-dir")
     q.add_argument("--root", help="homework folder (default: the repository's homework/)")
     q.add_argument("--resume", action="store_true", help="continue an interrupted homework run")
+    q.add_argument("--student", help="your student id: the run trains with its seed (default: PADDLE_CNN_STUDENT)")
     q.add_argument("--no-progress", action="store_true")
     _add_config_flags(q, only=("device", "nproc", "accel", "cpu_threads"))
     q = hw.add_parser("summary", help="write homework/README.md over all sections")
@@ -309,7 +310,7 @@ def cmd_homework(args) -> int:
         return code
     try:
         doc = homework.run(args.model, args.profile, root=args.root, data_dir=args.data_dir, resume=args.resume,
-                           progress=False if args.no_progress else None, **overrides)
+                           progress=False if args.no_progress else None, student=args.student, **overrides)
     except KeyboardInterrupt:
         if distributed.env_rank() == 0:
             print(f"\ninterrupted: continue with `paddle-cnn homework run {args.model} --resume`", file=sys.stderr)
