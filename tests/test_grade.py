@@ -146,6 +146,12 @@ def test_operators_outside_the_allow_list_are_refused(recorded, tmp_path):
     (bad / "model.json").write_text(text)
     with pytest.raises(programs.ProgramError, match="7.my_custom_op"):
         programs.check_operators(bad)
+    doc = json.loads((src / "model.json").read_text())                # a parameter shape no file could hold
+    ops = doc["program"]["regions"][0]["blocks"][0]["ops"]
+    next(op for op in ops if op["#"] == "p")["O"]["TT"]["D"][1] = [100000, 100000]
+    (bad / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(programs.ProgramError, match="declares 38,147 MB of parameters"):
+        programs.check_operators(bad)
 
 
 def test_grade_a_class(recorded, tmp_path, data_dir):

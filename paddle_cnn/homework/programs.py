@@ -93,6 +93,28 @@ def _depth_ok(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
     return True
 
 
+def _declared_parameter_bytes(doc) -> int:
+    """Bytes the parameters of a PIR program declare (float32 assumed, the most any course network stores)."""
+    total, stack = 0, []
+    for region in (doc.get("program") or {}).get("regions") or []:
+        stack += (region or {}).get("blocks") or []
+    while stack:
+        block = stack.pop()
+        for op in (block or {}).get("ops") or []:
+            if op.get("#") == "p":
+                try:
+                    shape = op["O"]["TT"]["D"][1]
+                    n = 1
+                    for d in shape:
+                        n *= max(int(d), 0)
+                    total += 4 * n
+                except (KeyError, IndexError, TypeError, ValueError):
+                    continue
+            for region in op.get("regions") or []:
+                stack += (region or {}).get("blocks") or []
+    return total
+
+
 def _pir_ops(doc) -> list:
     names, stack = [], []
     for region in (doc.get("program") or {}).get("regions") or []:
@@ -132,6 +154,12 @@ def operators(folder) -> list:
                 raise ProgramError(f"{path} is not a Paddle program (not valid JSON)") from None
             if not isinstance(doc, dict) or not isinstance(doc.get("program"), dict):
                 raise ProgramError(f"{path} is not a Paddle program (no program in it)")
+            params = folder / "model.pdiparams"
+            stored = params.stat().st_size if params.is_file() and not params.is_symlink() else 0
+            declared = _declared_parameter_bytes(doc)
+            if declared > 2 * stored + 2**20:   # a shape the weights file cannot hold: refused before loading
+                raise ProgramError(f"{path} declares {declared / 2**20:,.0f} MB of parameters but model.pdiparams "
+                                   f"holds {stored / 2**20:,.1f} MB")
             return _pir_ops(doc)
         try:
             from paddle.base.proto import framework_pb2
