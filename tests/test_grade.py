@@ -47,7 +47,9 @@ def recorded(tmp_path_factory, data_dir):
     from paddle_cnn.trainer import train
 
     root = tmp_path_factory.mktemp("hw") / "s01"
-    result = train("lenet_relu", "smoke", data_dir=data_dir, seed=seed_for("s01"), log=None, progress=False)
+    # accel off: the test needs no oneDNN build (another test session may hold its lock for a while)
+    result = train("lenet_relu", "smoke", data_dir=data_dir, seed=seed_for("s01"), accel="off", log=None,
+                   progress=False)
     homework.record(result, root=root, student="s01")
     doc = homework.record(result, root=root, student="s01", implementation="student", source=SOURCE,
                           exercise=True)
@@ -322,7 +324,7 @@ def test_train_student_builds_the_section_network_with_the_students_code(data_di
     from paddle_cnn import exercises
 
     result = homework.train_student("lenet", exercises.reference("lenet_relu"), "smoke", student="s01",
-                                    data_dir=data_dir, log=None, progress=False)
+                                    data_dir=data_dir, accel="off", log=None, progress=False)
     assert result.config.seed == seed_for("s01") and result.config.model == "lenet_relu"
     assert result.run_info["student_exercise"] == "lenet_relu"
     assert type(result.model).__name__ == "Sequential"        # the exercise's network, not the registry's LeNet
