@@ -208,10 +208,21 @@ def test_grade_a_class(recorded, tmp_path, data_dir):
     _set_analysis(s11 / "lenet", "s11")
     pack("s11", s11, subs / "s11.zip", log=None)
 
+    # s12: honest in every sum, but trained on other data (its own copy of "Fashion-MNIST").
+    s12 = _derive(src, work / "s12", "s12", other.replace("x +", "3 *"), "s12", 1.2e-2)
+    doc12 = load_results(s12 / "lenet" / "results.json")
+    for run_ in doc12["runs"].values():
+        run_["data"]["sha256"] = {k: "0" * 64 for k in run_["data"]["sha256"]}
+        run_["sha256"] = entry_sha256(run_)
+    (s12 / "lenet" / "results.json").write_text(json.dumps(doc12))
+    write_section_readme(doc12, s12 / "lenet" / "README.md")
+    _set_analysis(s12 / "lenet", "s12")
+    pack("s12", s12, subs / "s12.zip", log=None)
+
     out = tmp_path / "grades.csv"
     grading.grade(subs, out, jobs=2, timeout=10, test_data=data_dir, accept_smoke=True, progress=False, log=None)
     rows = {r["student"]: r for r in csv.DictReader(out.open())}
-    assert len(rows) == 11 and set(next(iter(rows.values()))) == set(grading.COLUMNS)
+    assert len(rows) == 12 and set(next(iter(rows.values()))) == set(grading.COLUMNS)
 
     def flags(s):
         return set(filter(None, rows[s]["flags"].split(";")))
@@ -233,6 +244,8 @@ def test_grade_a_class(recorded, tmp_path, data_dir):
     assert rows["s10"]["status"] == "failed check" and "curves.png is listed in the manifest but missing" \
         in rows["s10"]["reason"] and "edited" in flags("s10")
     assert rows["s11"]["status"] == "timeout" and "10 s" in rows["s11"]["reason"]
+    assert rows["s12"]["status"] == "ok" and flags("s12") == {"foreign_data"}
+    assert int(rows["s12"]["points"]) == 3                            # the exercise only: no run counts
     assert not any("paddle-cnn-grade" in r["reason"] for r in rows.values())   # no private temp path in a reason
     feedback = (tmp_path / "feedback" / "s03.md").read_text()
     assert "未成立" in feedback and "claim_contradicted" in feedback
