@@ -97,7 +97,8 @@ class PrecisionStep:
     On the CPU, bf16 does not go through Paddle's autocast (its CPU kernels have no bf16 convolution or
     matmul): the accelerator's Conv2D and Linear layers compute in bf16 inside oneDNN with float32
     tensors between layers and float32 master weights (:func:`paddle_cnn.accel.enable_bf16`), so the
-    step itself is the fp32 one.
+    step itself is the fp32 one. ``PADDLE_CNN_BF16_ACTIVATIONS=1`` (off by default, issue 38) keeps bf16
+    tensors between the routed layers of models that allow it; the loss still sees float32.
     """
 
     def __init__(self, precision: str, device: str):
@@ -281,9 +282,12 @@ class Trainer:
             if self.precision == "bf16":
                 if not accel.get("enabled"):
                     raise ValueError(f"--amp bf16 on the CPU needs the oneDNN accelerator: {accel.get('reason')}")
-                accel = {**accel, "bf16": accelerator.enable_bf16(model, threads=self.threads)}
-                self.log(f"bf16: {', '.join(f'{n} {k}' for k, n in accel['bf16'].items())} layers compute in bf16 "
-                         "through oneDNN (float32 weights, loss and tensors between layers)")
+                bf16 = accelerator.enable_bf16(model, threads=self.threads, log=self.log)
+                accel = {**accel, "bf16": bf16}
+                between = ("bf16 activations between routed layers, float32 statistics and head"
+                           if bf16.get("activations") == "bf16" else "tensors between layers")
+                self.log(f"bf16: {', '.join(f'{n} {k}' for k, n in bf16.items() if isinstance(n, int) and k[0].isupper())} "
+                         f"layers compute in bf16 through oneDNN (float32 weights, loss and {between})")
         elif self.device == "cpu":
             accel = {"enabled": False, "reason": "--accel off"}
         model.train()

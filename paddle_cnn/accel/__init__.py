@@ -27,7 +27,8 @@ from pathlib import Path
 from .build import Unavailable, build_note, load_library, verdict
 from .conv import conv2d, conv2d_transpose, current_threads, layer_supported, route, unroute
 from . import layers  # batch norm, pooling, ReLU (issue #24)
-from .bf16 import bf16_available, bf16_supported, conv2d_bf16, disable_bf16, enable_bf16, linear_bf16
+from .bf16 import (activation_blockers, activations_requested, add_relu, bf16_available, bf16_supported,
+                   conv2d_bf16, disable_bf16, enable_bf16, linear_bf16)
 from .layers import avg_pool2d, batch_norm, max_pool2d, relu
 
 MODES = ("auto", "on", "off")
@@ -35,7 +36,8 @@ SELF_CHECK_RTOL = 1e-4
 
 __all__ = ["MODES", "apply", "available", "remove", "conv2d", "conv2d_transpose", "current_threads",
            "onednn_version", "avg_pool2d", "batch_norm", "bf16_supported", "max_pool2d", "relu",
-           "bf16_available", "conv2d_bf16", "disable_bf16", "enable_bf16", "linear_bf16"]
+           "bf16_available", "conv2d_bf16", "disable_bf16", "enable_bf16", "linear_bf16", "activation_blockers",
+           "activations_requested", "add_relu"]
 
 _CHECKED: tuple | None = None  # available()'s answer, once the operator was tried
 

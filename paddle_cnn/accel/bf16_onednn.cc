@@ -10,6 +10,14 @@
 // float32 and may write float32 results). Everything between these layers
 // (batch norm, pooling, ReLU, residual adds, the loss) stays float32.
 //
+// Activations in bf16 (issue 38, paddle_cnn.accel.bf16's "bf16 activations"):
+// the convolution also takes a bfloat16 input, and then its output and both
+// activation gradients are bfloat16 too (its output follows its input's type;
+// the weights, the bias and their gradients stay float32), and the linear
+// layer takes a bfloat16 input (its output stays float32, for the loss). So a
+// chain of routed layers (conv -> batch norm -> ReLU -> pooling, the residual
+// add) can pass bf16 tensors from one to the next.
+//
 // Same rules as conv_onednn.cc: oneDNN v3.0 API only, Paddle's libdnnl.so.3,
 // NCHW, groups 1. Buffers come from oneDNN per call; primitives from
 // oneDNN's primitive cache.
@@ -42,9 +50,20 @@ void check_f32(const paddle::Tensor& t, const char* op, const char* name) {
            ": ", name, " must be a float32 CPU tensor");
 }
 
+// An activation: float32 or bfloat16.
+DT act_type(const paddle::Tensor& t, const char* op, const char* name) {
+  PD_CHECK(t.is_cpu(), "oneDNN ", op, ": ", name, " must be a CPU tensor");
+  if (t.dtype() == paddle::DataType::FLOAT32) return DT::f32;
+  PD_CHECK(t.dtype() == paddle::DataType::BFLOAT16, "oneDNN ", op, ": ", name,
+           " must be float32 or bfloat16");
+  return DT::bf16;
+}
+
 float* fptr(const paddle::Tensor& t) {
   return const_cast<float*>(t.data<float>());
 }
+
+void* vptr(const paddle::Tensor& t) { return const_cast<void*>(t.data()); }
 
 // A user tensor as the primitive wants it: the tensor's own memory when the
 // layouts agree, else a oneDNN-allocated copy (this is where f32 -> bf16 happens).
@@ -96,9 +115,10 @@ const char kConv[] = "bf16 conv2d";
 struct Conv {
   memory::dims src, weights, dst, strides, dilates, pad_l, pad_r;
   bool bias;
-  memory::desc user_src() const { return {src, DT::f32, Tag::nchw}; }
+  DT act;  // the activations' type: x, the output and both their gradients
+  memory::desc user_src() const { return {src, act, Tag::nchw}; }
   memory::desc user_weights() const { return {weights, DT::f32, Tag::oihw}; }
-  memory::desc user_dst() const { return {dst, DT::f32, Tag::nchw}; }
+  memory::desc user_dst() const { return {dst, act, Tag::nchw}; }
   memory::desc bias_desc() const { return {{dst[1]}, DT::f32, Tag::x}; }
 };
 
@@ -106,7 +126,7 @@ Conv make_conv(const paddle::Tensor& x, const paddle::Tensor& w, bool bias,
                const std::vector<int>& strides,
                const std::vector<int>& paddings,
                const std::vector<int>& dilations) {
-  check_f32(x, kConv, "x");
+  const DT act = act_type(x, kConv, "x");
   check_f32(w, kConv, "weight");
   const auto xs = x.shape(), ws = w.shape();
   PD_CHECK(xs.size() == 4 && ws.size() == 4, "oneDNN bf16 conv2d: x and weight "
@@ -134,12 +154,13 @@ Conv make_conv(const paddle::Tensor& x, const paddle::Tensor& w, bool bias,
   c.pad_l = {paddings[0], paddings[2]};
   c.pad_r = {paddings[1], paddings[3]};
   c.bias = bias;
+  c.act = act;
   return c;
 }
 
 dnnl::convolution_forward::primitive_desc conv_forward_desc(const Conv& c) {
   const memory::desc src(c.src, DT::bf16, Tag::any),
-      wei(c.weights, DT::bf16, Tag::any), dst(c.dst, DT::f32, Tag::any);
+      wei(c.weights, DT::bf16, Tag::any), dst(c.dst, c.act, Tag::any);
   using Pd = dnnl::convolution_forward::primitive_desc;
   const auto prop = dnnl::prop_kind::forward_training;
   const auto alg = dnnl::algorithm::convolution_direct;
@@ -166,18 +187,17 @@ std::vector<paddle::Tensor> conv_forward(const paddle::Tensor& x_in,
     check_f32(b, kConv, "bias");
     PD_CHECK(b.numel() == c.dst[1], "oneDNN bf16 conv2d: wrong bias size");
   }
-  paddle::Tensor out =
-      paddle::empty(c.dst, paddle::DataType::FLOAT32, x.place());
+  paddle::Tensor out = paddle::empty(c.dst, x.dtype(), x.place());
   guarded(kConv, threads, [&](dnnl::stream& s) {
     auto pd = conv_forward_desc(c);
-    Args args{{DNNL_ARG_SRC, input(s, c.user_src(), fptr(x), pd.src_desc())},
+    Args args{{DNNL_ARG_SRC, input(s, c.user_src(), vptr(x), pd.src_desc())},
               {DNNL_ARG_WEIGHTS,
                input(s, c.user_weights(), fptr(w), pd.weights_desc())}};
     if (c.bias) args.insert({DNNL_ARG_BIAS, memory(c.bias_desc(), engine(), fptr(b))});
-    memory dst = output(pd.dst_desc(), c.user_dst(), fptr(out));
+    memory dst = output(pd.dst_desc(), c.user_dst(), vptr(out));
     args.insert({DNNL_ARG_DST, dst});
     dnnl::convolution_forward(pd).execute(s, args);
-    finish(s, dst, c.user_dst(), fptr(out));
+    finish(s, dst, c.user_dst(), vptr(out));
   });
   return {out};
 }
@@ -189,13 +209,13 @@ std::vector<paddle::Tensor> conv_backward(
     int threads, bool need_dx) {
   const paddle::Tensor x = dense(x_in), w = dense(w_in), dout = dense(dout_in);
   const Conv c = make_conv(x, w, bias, strides, paddings, dilations);
-  check_f32(dout, kConv, "output gradient");
+  PD_CHECK(act_type(dout, kConv, "output gradient") == c.act,
+           "oneDNN bf16 conv2d: the output gradient must have x's type");
   PD_CHECK(dout.shape() == std::vector<int64_t>(c.dst.begin(), c.dst.end()),
            "oneDNN bf16 conv2d: the output gradient has the wrong shape");
   const auto place = x.place();
-  paddle::Tensor dx = need_dx
-      ? paddle::empty(x.shape(), paddle::DataType::FLOAT32, place)
-      : paddle::zeros(x.shape(), paddle::DataType::FLOAT32, place);
+  paddle::Tensor dx = need_dx ? paddle::empty(x.shape(), x.dtype(), place)
+                              : paddle::zeros(x.shape(), x.dtype(), place);
   paddle::Tensor dw = paddle::empty(w.shape(), paddle::DataType::FLOAT32, place);
   paddle::Tensor db;
   if (bias) db = paddle::empty({c.dst[1]}, paddle::DataType::FLOAT32, place);
@@ -207,16 +227,16 @@ std::vector<paddle::Tensor> conv_backward(
         dst_any(c.dst, DT::bf16, Tag::any);
     if (need_dx) {
       dnnl::convolution_backward_data::primitive_desc pd(
-          engine(), alg, memory::desc(c.src, DT::f32, Tag::any), wei_any,
+          engine(), alg, memory::desc(c.src, c.act, Tag::any), wei_any,
           dst_any, c.strides, c.dilates, c.pad_l, c.pad_r, hint);
-      memory dsrc = output(pd.diff_src_desc(), c.user_src(), fptr(dx));
+      memory dsrc = output(pd.diff_src_desc(), c.user_src(), vptr(dx));
       dnnl::convolution_backward_data(pd).execute(
           s, {{DNNL_ARG_DIFF_DST,
-               input(s, c.user_dst(), fptr(dout), pd.diff_dst_desc())},
+               input(s, c.user_dst(), vptr(dout), pd.diff_dst_desc())},
               {DNNL_ARG_WEIGHTS,
                input(s, c.user_weights(), fptr(w), pd.weights_desc())},
               {DNNL_ARG_DIFF_SRC, dsrc}});
-      finish(s, dsrc, c.user_src(), fptr(dx));
+      finish(s, dsrc, c.user_src(), vptr(dx));
     }
     using Pd = dnnl::convolution_backward_weights::primitive_desc;
     const memory::desc dwei_any(c.weights, DT::f32, Tag::any);
@@ -225,9 +245,9 @@ std::vector<paddle::Tensor> conv_backward(
                    : Pd(engine(), alg, src_any, dwei_any, dst_any, c.strides,
                         c.dilates, c.pad_l, c.pad_r, hint);
     memory dwei = output(pd.diff_weights_desc(), c.user_weights(), fptr(dw));
-    Args args{{DNNL_ARG_SRC, input(s, c.user_src(), fptr(x), pd.src_desc())},
+    Args args{{DNNL_ARG_SRC, input(s, c.user_src(), vptr(x), pd.src_desc())},
               {DNNL_ARG_DIFF_DST,
-               input(s, c.user_dst(), fptr(dout), pd.diff_dst_desc())},
+               input(s, c.user_dst(), vptr(dout), pd.diff_dst_desc())},
               {DNNL_ARG_DIFF_WEIGHTS, dwei}};
     if (bias) {
       args.insert({DNNL_ARG_DIFF_BIAS, memory(c.bias_desc(), engine(), fptr(db))});
@@ -306,7 +326,7 @@ std::vector<paddle::Tensor> LinearForward(const paddle::Tensor& x_in,
                                           const paddle::Tensor& b_in,
                                           int threads) {
   const paddle::Tensor x = dense(x_in), w = dense(w_in), b = dense(b_in);
-  check_f32(x, kLinear, "x");
+  const DT act = act_type(x, kLinear, "x");
   check_f32(w, kLinear, "weight");
   check_f32(b, kLinear, "bias");
   PD_CHECK(x.shape().size() == 2 && w.shape().size() == 2 &&
@@ -319,7 +339,7 @@ std::vector<paddle::Tensor> LinearForward(const paddle::Tensor& x_in,
         bias({1, m}, DT::f32, Tag::ab), dst({n, m}, DT::f32, Tag::ab);
     dnnl::matmul::primitive_desc pd(engine(), src, wei, bias, dst);
     dnnl::matmul(pd).execute(
-        s, {{DNNL_ARG_SRC, input(s, {{n, k}, DT::f32, Tag::ab}, fptr(x), src)},
+        s, {{DNNL_ARG_SRC, input(s, {{n, k}, act, Tag::ab}, vptr(x), src)},
             {DNNL_ARG_WEIGHTS,
              input(s, {{k, m}, DT::f32, Tag::ab}, fptr(w), pd.weights_desc())},
             {DNNL_ARG_BIAS, memory(bias, engine(), fptr(b))},
@@ -334,12 +354,13 @@ std::vector<paddle::Tensor> LinearBackward(const paddle::Tensor& x_in,
                                            const paddle::Tensor& dy_in,
                                            int threads) {
   const paddle::Tensor x = dense(x_in), w = dense(w_in), dy = dense(dy_in);
+  const DT act = act_type(x, kLinear, "x");
   check_f32(dy, kLinear, "output gradient");
   const int64_t n = x.shape()[0], k = x.shape()[1], m = w.shape()[1];
   PD_CHECK(dy.shape() == std::vector<int64_t>({n, m}),
            "oneDNN bf16 linear: the output gradient has the wrong shape");
   const auto place = x.place();
-  paddle::Tensor dx = paddle::empty({n, k}, paddle::DataType::FLOAT32, place);
+  paddle::Tensor dx = paddle::empty({n, k}, x.dtype(), place);  // x's type
   paddle::Tensor dw = paddle::empty({k, m}, paddle::DataType::FLOAT32, place);
   paddle::Tensor db = paddle::empty({m}, paddle::DataType::FLOAT32, place);
   guarded(kLinear, threads, [&](dnnl::stream& s) {
@@ -348,19 +369,19 @@ std::vector<paddle::Tensor> LinearBackward(const paddle::Tensor& x_in,
     {  // dx[n, k] = dy[n, m] @ w^T[m, k]; w^T is w's memory read with strides (1, m)
       const memory::desc wt({m, k}, DT::bf16, Tag::any);
       dnnl::matmul::primitive_desc pd(engine(), dy_bf, wt,
-                                      memory::desc({n, k}, DT::f32, Tag::ab));
+                                      memory::desc({n, k}, act, Tag::ab));
       dnnl::matmul(pd).execute(
           s, {{DNNL_ARG_SRC, dy16},
               {DNNL_ARG_WEIGHTS, input(s, {{m, k}, DT::f32, Tag::ba}, fptr(w),
                                        pd.weights_desc())},
-              {DNNL_ARG_DST, memory(pd.dst_desc(), engine(), fptr(dx))}});
+              {DNNL_ARG_DST, memory(pd.dst_desc(), engine(), vptr(dx))}});
     }
     {  // dw[k, m] = x^T[k, n] @ dy[n, m]
       const memory::desc xt({k, n}, DT::bf16, Tag::ab);
       dnnl::matmul::primitive_desc pd(engine(), xt, memory::desc({n, m}, DT::bf16, Tag::any),
                                       memory::desc({k, m}, DT::f32, Tag::ab));
       dnnl::matmul(pd).execute(
-          s, {{DNNL_ARG_SRC, input(s, {{k, n}, DT::f32, Tag::ba}, fptr(x), xt)},
+          s, {{DNNL_ARG_SRC, input(s, {{k, n}, act, Tag::ba}, vptr(x), xt)},
               {DNNL_ARG_WEIGHTS, input(s, dy_bf, dy16.get_data_handle(), pd.weights_desc())},
               {DNNL_ARG_DST, memory(pd.dst_desc(), engine(), fptr(dw))}});
     }
@@ -381,8 +402,13 @@ std::vector<std::vector<int64_t>> LinearShape(const std::vector<int64_t>& x,
   return {{x[0], w[1]}};
 }
 
-std::vector<paddle::DataType> F32(const paddle::DataType&, const paddle::DataType&) {
-  return {paddle::DataType::FLOAT32};
+// The convolution's output has its input's type (float32 or bfloat16).
+std::vector<paddle::DataType> SameAsX(const paddle::DataType& x, const paddle::DataType&) {
+  return {x};
+}
+std::vector<paddle::DataType> SameAsXb(const paddle::DataType& x, const paddle::DataType&,
+                                       const paddle::DataType&) {
+  return {x};
 }
 std::vector<paddle::DataType> F32b(const paddle::DataType&, const paddle::DataType&,
                                    const paddle::DataType&) {
@@ -403,7 +429,7 @@ PD_BUILD_OP(pcnn_conv2d_bf16)
     .Attrs(PCNN_BF16_CONV_ATTRS)
     .SetKernelFn(PD_KERNEL(ConvForward))
     .SetInferShapeFn(PD_INFER_SHAPE(ConvShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(F32));
+    .SetInferDtypeFn(PD_INFER_DTYPE(SameAsX));
 
 PD_BUILD_GRAD_OP(pcnn_conv2d_bf16)
     .Inputs({"X", "W", paddle::Grad("Out")})
@@ -417,7 +443,7 @@ PD_BUILD_OP(pcnn_conv2d_bias_bf16)
     .Attrs(PCNN_BF16_CONV_ATTRS)
     .SetKernelFn(PD_KERNEL(ConvBiasForward))
     .SetInferShapeFn(PD_INFER_SHAPE(ConvBiasShape))
-    .SetInferDtypeFn(PD_INFER_DTYPE(F32b));
+    .SetInferDtypeFn(PD_INFER_DTYPE(SameAsXb));
 
 PD_BUILD_GRAD_OP(pcnn_conv2d_bias_bf16)
     .Inputs({"X", "W", paddle::Grad("Out")})

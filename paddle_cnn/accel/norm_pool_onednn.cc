@@ -518,6 +518,51 @@ std::vector<paddle::Tensor> ReluGrad(const paddle::Tensor& y_in,
   return {dx};
 }
 
+// ------------------------------------------------------ residual add + ReLU
+//
+// out = relu(x + y): a residual block's sum and its ReLU in one pass (a
+// binary add with the ReLU as a post-op), in float32 or bfloat16; Paddle's
+// CPU has no bfloat16 add, and its float32 add and ReLU run one thread each.
+// The backward is ReLU's, read from the output; both inputs get that gradient.
+
+const char kAddRelu[] = "add_relu";
+
+std::vector<paddle::Tensor> AddRelu(const paddle::Tensor& x_in,
+                                    const paddle::Tensor& y_in, int threads) {
+  const paddle::Tensor x = dense(x_in), y = dense(y_in);
+  const auto dt = data_type(x, kAddRelu, "x");
+  PD_CHECK(data_type(y, kAddRelu, "y") == dt && y.shape() == x.shape(),
+           "oneDNN add_relu: x and y must have the same shape and type");
+  paddle::Tensor out = paddle::empty(x.shape(), x.dtype(), x.place());
+  guarded(kAddRelu, [&] {
+    dnnl::post_ops ops;
+    ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(ops);
+    const auto d = flat(x, dt);
+    dnnl::binary::primitive_desc pd(engine(), dnnl::algorithm::binary_add, d,
+                                    d, d, attr);
+    run(threads, dnnl::binary(pd),
+        {{DNNL_ARG_SRC_0, wrap(d, x)},
+         {DNNL_ARG_SRC_1, wrap(d, y)},
+         {DNNL_ARG_DST, wrap(d, out)}});
+  });
+  return {out};
+}
+
+std::vector<paddle::Tensor> AddReluGrad(const paddle::Tensor& out,
+                                        const paddle::Tensor& dout,
+                                        int threads) {
+  const auto dx = ReluGrad(out, dout, threads)[0];
+  paddle::Tensor dy = paddle::empty(dx.shape(), dx.dtype(), dx.place());
+  guarded(kAddRelu, [&] {
+    const auto d = flat(dx, data_type(dx, kAddRelu, "gradient"));
+    run(threads, dnnl::reorder(wrap(d, dx), wrap(d, dy)),
+        {{DNNL_ARG_FROM, wrap(d, dx)}, {DNNL_ARG_TO, wrap(d, dy)}});
+  });
+  return {dx, dy};
+}
+
 // ---------------------------------------------------- shapes and dtypes
 // Used by Paddle's static graphs only; routed layers never reach the
 // operators outside dynamic mode, so these just describe the outputs.
@@ -562,6 +607,8 @@ Shapes AvgPoolShape(const Shape& x, const std::vector<int>& k,
   return {pooled(x, k, s, p)};
 }
 std::vector<DType> SameDtype(const DType& x) { return {x}; }
+std::vector<DType> PairDtype(const DType& x, const DType&) { return {x}; }
+Shapes PairShape(const Shape& x, const Shape&, int) { return {x}; }
 Shapes SameShape(const Shape& x, int) { return {x}; }
 
 }  // namespace
@@ -639,3 +686,17 @@ PD_BUILD_GRAD_OP(pcnn_relu)
     .Outputs({paddle::Grad("X")})
     .Attrs({"threads: int"})
     .SetKernelFn(PD_KERNEL(ReluGrad));
+
+PD_BUILD_OP(pcnn_add_relu)
+    .Inputs({"X", "Y"})
+    .Outputs({"Out"})
+    .Attrs({"threads: int"})
+    .SetKernelFn(PD_KERNEL(AddRelu))
+    .SetInferShapeFn(PD_INFER_SHAPE(PairShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(PairDtype));
+
+PD_BUILD_GRAD_OP(pcnn_add_relu)
+    .Inputs({"Out", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("Y")})
+    .Attrs({"threads: int"})
+    .SetKernelFn(PD_KERNEL(AddReluGrad));
