@@ -534,7 +534,12 @@ def check_resumable(state: dict, cfg: TrainConfig, device: str, path) -> None:
         return {k: v for k, v in d.items() if k not in RESUME_FREE}
 
     # A setting added after the checkpoint was written counts as its default there; JSON keeps tuples as lists.
-    theirs = comparable(json.loads(json.dumps({**asdict(TrainConfig()), **state["config"]})))
+    try:
+        saved = TrainConfig.from_dict(comparable({**state["config"], "model": state["model_name"]}), strict=True)
+    except ValueError as e:
+        raise CheckpointError(f"--resume: {path} holds a configuration this paddle_cnn cannot continue ({e}); "
+                              "start a new run in another --out") from None
+    theirs = comparable(json.loads(json.dumps(asdict(saved))))
     ours = comparable(json.loads(json.dumps(asdict(cfg))))
     diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
     if diff:
@@ -575,35 +580,23 @@ def rename_optimizer_state(state: dict, model, portable: bool) -> dict:
     return renamed
 
 
-def run_state(cfg: TrainConfig, device: str, model, optimizer, scaler, ema, history: list) -> dict:
-    """What a checkpoint of a run holds, from the run's pieces."""
-    return {"format": FORMAT, "model_name": cfg.model, "config": asdict(cfg), "device": device,
-            "model": dict(model.state_dict()),
-            "optimizer": rename_optimizer_state(optimizer.state_dict(), model, portable=True),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "ema": ema.state_dict() if ema is not None else None,
-            "history": history}
-
-
-def restore(state: dict, model, optimizer, scaler, ema, path) -> list:
-    """Load ``state`` into the run's pieces; returns the history. Shapes are checked first."""
+def load_weights(model, weights: dict, where) -> None:
+    """Set ``model``'s parameters and buffers from ``weights`` (name -> array), after checking that each of
+    the model's entries is there with the model's shape (entries the model lacks are ignored).
+    CheckpointError names the first that is not; nothing is loaded then."""
     own = model.state_dict()
-    for name, value in state["model"].items():
-        if name in own and list(own[name].shape) != list(value.shape):
-            raise CheckpointError(f"checkpoint damaged: {path} holds {name} of shape {list(value.shape)}, the "
-                                  f"model has {list(own[name].shape)}")
-    missing = sorted(set(own) - set(state["model"]))
-    if missing:
-        raise CheckpointError(f"checkpoint damaged: {path} lacks {missing[0]} of the model")
-    model.set_state_dict(as_tensors(state["model"]))
-    optimizer.set_state_dict(as_tensors(rename_optimizer_state(state["optimizer"], model, portable=False)))
-    if scaler is not None and state.get("scaler"):
-        scaler.load_state_dict(as_tensors(state["scaler"]))
-    if ema is not None:
-        if not state.get("ema"):
-            raise CheckpointError(f"--resume: {path} was trained without --ema; resume with the same settings")
-        ema.set_state_dict(as_tensors(state["ema"]))
-    history = list(state["history"])
+    for key, value in own.items():
+        if key not in weights:
+            raise CheckpointError(f"checkpoint damaged: {where} lacks {key} of the model")
+        if list(np.shape(weights[key])) != list(value.shape):
+            raise CheckpointError(f"checkpoint damaged: {where} holds {key} of shape {list(np.shape(weights[key]))}, "
+                                  f"the model has {list(value.shape)}")
+    model.set_state_dict(as_tensors({k: weights[k] for k in own}))
+
+
+def check_history(history, where) -> list:
+    """``history`` as a list of per-epoch records numbered 1..n, or CheckpointError."""
+    history = list(history)
     if not all(isinstance(h, dict) and h.get("epoch") == i + 1 for i, h in enumerate(history)):
-        raise CheckpointError(f"checkpoint damaged: {path} has a history whose epochs are not 1..{len(history)}")
+        raise CheckpointError(f"checkpoint damaged: {where} has a history whose epochs are not 1..{len(history)}")
     return history

@@ -243,9 +243,11 @@ def cmd_train(args) -> int:
     cfg = config_for(args.model, args.profile, **_overrides(args), **parse_sets(args.set, args.model))
     out = Path(args.out or f"runs/{cfg.model}-{cfg.profile}")
     if distributed.env_rank() == 0:
+        from .atomic import check_unlocked
         from .memory import check_fits_memory
 
         check_fits_memory(cfg)  # before the folder is prepared; run() below is told it was done
+        check_unlocked(out, "the run folder")   # a running training's folder: refused before anything is touched
         _prepare_out(out, args.resume, args.overwrite)
     args.checkpoint_before = _checkpoint_stamp(out)  # the checkpoint --overwrite is replacing is not this run's
     code = _spawn_workers(args, cfg)
@@ -319,7 +321,10 @@ def cmd_homework(args) -> int:
         return 0
     run_ = doc["runs"][args.model]
     folder = homework.homework_root(args.root) / run_["section"]
-    print(f"{args.model}: {homework.metric_text(run_)}, {run_['final']['examples_per_sec']:.1f} examples/sec "
+    from .tasks import get_task
+
+    headline = get_task(run_["task"]).metric_text(run_["final"], run_["config"].get("test_subset"))
+    print(f"{args.model}: {headline}, {run_['final']['examples_per_sec']:.1f} examples/sec "
           f"on {run_['environment']['device']}; wrote {folder}/results.json, curves.png, README.md")
     return 0
 

@@ -82,6 +82,32 @@ class TrainConfig:
     model_args: dict = _field({}, "extra constructor arguments (--set model_args.KEY=VALUE)", cli=False)
     task_args: dict = _field({}, "scene task settings (--set task_args.KEY=VALUE)", cli=False)
 
+    @classmethod
+    def from_dict(cls, d, strict: bool = True) -> "TrainConfig":
+        """The config a saved ``asdict(cfg)`` describes (checkpoints, results.json, homework records), validated.
+
+        JSON turned tuples into lists; validation turns model arguments back into the constructor's tuples.
+        A setting missing from ``d`` (added after it was saved) takes its default. A key this version does
+        not know is refused with ``strict`` (a run to continue or replay must mean the same here) and
+        ignored without it (reading a run that a newer version wrote). ValueError names what is wrong.
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"a training configuration is a mapping of settings, not a {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(str(k) for k in set(d) - known)
+        if unknown and strict:
+            raise ValueError(f"unknown training setting(s) {unknown}")
+        values = {k: v for k, v in d.items() if k in known}
+        for key in ("model_args", "task_args"):
+            if key in values and not isinstance(values[key], dict):
+                raise ValueError(f"{key} must be a mapping, got {type(values[key]).__name__}")
+            if key in values:
+                values[key] = dict(values[key])   # validation converts in place: leave the caller's dict alone
+        try:
+            return cls(**values).validate()
+        except TypeError as e:   # a setting of the wrong kind that a check compared or called
+            raise ValueError(f"a setting of the wrong type ({e})") from None
+
     def validate(self) -> "TrainConfig":
         """Raise ValueError with a fix-it message for the first bad field."""
         def positive(name, value, kind=int):

@@ -12,7 +12,16 @@ An export folder holds
   over ``std``), outputs in the order :data:`export.json <META>` lists;
 * ``model.onnx`` with ``--format onnx``, converted from that program by paddle2onnx;
 * ``export.json``: model, task, class names, input size and channels,
-  normalisation, output names, the run's test metric, Paddle's version.
+  normalisation, output names, the run's test metric, Paddle's version, and
+  the SHA-256 of every other file (``sha256``) and of its own other fields
+  (``meta_sha256``).
+
+Every file is read back before it replaces anything: the program is loaded
+with Paddle Inference and must compute what the model computes on a probe
+input (Paddle does not report a short write, e.g. on a full disk), export.json
+is compared byte for byte, and only then are the files moved over a previous
+export (renames, which need no space). Loading (:func:`read_meta`) validates
+every field and checks every sum, so an edited or damaged export is one line.
 
 Reading it needs Paddle alone, not this package::
 
@@ -30,7 +39,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -38,15 +46,16 @@ import paddle
 from paddle import nn
 
 from . import __version__, atomic, checkpoint
-from .config import TrainConfig, check_model_args
+from .config import TrainConfig
 from .data import CLASSES, MEAN, STD
 from .models import get_spec
 from .models.factory import build_model
-from .scenes import SEG_CLASS_KEYS
 
 META = "export.json"          # the metadata file of an export folder
 KIND = "paddle_cnn export"    # its "kind": how predict tells our exports from other folders
-META_VERSION = 1
+META_VERSION = 2              # 2: every file's SHA-256 (version 1, without sums, is refused: export again)
+MAX_INPUT_SIZE = 4096         # an input side above this is not one a course model was trained at
+PROBE_RTOL = 1e-3             # read-back: the program's outputs within this of the model's (relative to the largest)
 PREFIX = "model"              # model.json / model.pdmodel, model.pdiparams, model.onnx
 FORMATS = ("paddle", "onnx")
 ONNX_OPSET = 13
@@ -69,11 +78,8 @@ def model_from_state(state: dict, where) -> tuple:
     except ValueError:
         raise checkpoint.CheckpointError(f"{where} holds model {name!r}, which this paddle_cnn does not know "
                                          "(a newer version trained it?)") from None
-    known = {f.name for f in fields(TrainConfig)}
     try:
-        cfg = TrainConfig(**{k: v for k, v in state["config"].items() if k in known})
-        cfg.model = name
-        check_model_args(name, cfg.model_args)   # JSON lists back to the constructor's tuples
+        cfg = TrainConfig.from_dict({**state["config"], "model": name}, strict=False)
         model = build_model(cfg)
     except (TypeError, ValueError) as e:
         raise checkpoint.CheckpointError(f"checkpoint damaged: {where} holds a configuration this paddle_cnn "
@@ -82,14 +88,7 @@ def model_from_state(state: dict, where) -> tuple:
     ema = state.get("ema")
     if cfg.ema and isinstance(ema, dict) and isinstance(ema.get("shadow"), dict):
         weights.update(ema["shadow"])
-    own = model.state_dict()
-    for key, value in own.items():
-        if key not in weights:
-            raise checkpoint.CheckpointError(f"checkpoint damaged: {where} lacks {key} of {name}")
-        if list(np.shape(weights[key])) != list(value.shape):
-            raise checkpoint.CheckpointError(f"checkpoint damaged: {where} holds {key} of shape "
-                                             f"{list(np.shape(weights[key]))}, {name} has {list(value.shape)}")
-    model.set_state_dict(checkpoint.as_tensors({k: weights[k] for k in own}))
+    checkpoint.load_weights(model, weights, where)
     model.eval()
     return model, cfg
 
@@ -115,7 +114,7 @@ def describe(model_name: str, cfg: TrainConfig, output_names, history=None) -> d
     from .tasks import get_task
 
     spec = get_spec(model_name)
-    task = get_task(spec.task)
+    task = get_task(spec.task, cfg)
     channels = int(cfg.model_args.get("in_channels", 1))
     meta = {"kind": KIND, "version": META_VERSION, "model": model_name, "task": spec.task,
             "section": spec.section, "profile": cfg.profile,
@@ -128,15 +127,7 @@ def describe(model_name: str, cfg: TrainConfig, output_names, history=None) -> d
             "metric": {"name": task.metric, "label": task.metric_label, "value": None},
             "epochs": 0,
             "paddle_version": paddle.__version__, "paddle_cnn_version": __version__}
-    if spec.task == "segmentation":
-        meta["mask_classes"] = ["background"] + list(CLASSES)   # mask value v: class v - 1, 0 = background
-        meta["mask_keys"] = list(SEG_CLASS_KEYS)
-    if spec.task == "detection":
-        from .tasks.detection import DIST_NORM, STRIDE
-
-        args = task.args(cfg)
-        meta["detection"] = {"stride": STRIDE, "dist_norm": DIST_NORM, "score_threshold": args["score_threshold"],
-                             "nms_iou": args["nms_iou"], "max_detections": args["max_detections"]}
+    meta.update(task.export_meta())
     if history:
         meta["epochs"] = len(history)
         value = history[-1].get(task.metric)
@@ -238,8 +229,74 @@ def save_program(model: nn.Layer, folder, channels: int, size: int) -> list:
     model.eval()
     names = _output_names(model, channels, size)
     spec = paddle.static.InputSpec([None, channels, size, size], "float32", INPUT_NAME)
-    paddle.jit.save(_Outputs(model, names), str(Path(folder) / PREFIX), input_spec=[spec])
+    layer = _Outputs(model, names)
+    try:
+        paddle.jit.save(layer, str(Path(folder) / PREFIX), input_spec=[spec])
+    except OSError:
+        raise
+    except Exception as e:   # Paddle's own errors have their own classes
+        raise ExportError(f"paddle.jit.save failed ({type(e).__name__}: {_first_line(e)})") from None
+    _read_back(folder, layer, channels, size)
     return names
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:200]
+
+
+def create_predictor(folder, files: dict):
+    """A Paddle Inference predictor (CPU) of the program ``files`` names in ``folder``; ExportError if it
+    cannot be loaded."""
+    import paddle.inference as inference
+
+    folder = Path(folder)
+    config = inference.Config(str(folder / files["program"]), str(folder / files["params"]))
+    config.disable_gpu()
+    if hasattr(config, "disable_glog_info"):
+        config.disable_glog_info()
+    try:
+        return inference.create_predictor(config)
+    except Exception as e:
+        raise ExportError(f"{folder}: Paddle Inference cannot load the exported model "
+                          f"({type(e).__name__}: {_first_line(e)}); export the run again") from None
+
+
+def run_predictor(predictor, x: np.ndarray) -> list:
+    """The outputs of a Paddle Inference ``predictor`` for the input ``x``, in the program's order."""
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    handle.reshape(list(x.shape))
+    handle.copy_from_cpu(np.ascontiguousarray(x, dtype=np.float32))
+    predictor.run()
+    return [predictor.get_output_handle(name).copy_to_cpu() for name in predictor.get_output_names()]
+
+
+def _read_back(folder, layer: nn.Layer, channels: int, size: int) -> None:
+    """The program just saved in ``folder``, loaded with Paddle Inference, must give ``layer``'s outputs on a
+    probe input: ExportError when it cannot be read (written short: Paddle reports no short write) or
+    computes something else."""
+    x = np.random.default_rng(0).standard_normal((1, channels, size, size)).astype(np.float32)
+    with paddle.no_grad():
+        out = layer(paddle.to_tensor(x))
+    expected = [np.asarray(o.numpy(), np.float64) for o in (out if isinstance(out, (list, tuple)) else [out])]
+    why = None
+    try:
+        got = run_predictor(create_predictor(folder, program_files(folder)), x)
+    except ExportError as e:
+        why = str(e).split("(", 1)[-1].rsplit(")", 1)[0]
+    except Exception as e:
+        why = f"{type(e).__name__}: {_first_line(e)}"
+    else:
+        for want, have in zip(expected, got):
+            scale = max(float(np.abs(want).max()), 1e-6)
+            if want.shape != have.shape or not np.all(np.abs(np.asarray(have, np.float64) - want) <= PROBE_RTOL * scale):
+                why = "its outputs differ from the model's on a probe input"
+                break
+        if len(got) != len(expected):
+            why = f"it has {len(got)} outputs, the model {len(expected)}"
+    if why is not None:
+        sizes = ", ".join(f"{p.name} {p.stat().st_size:,} bytes" for p in sorted(Path(folder).iterdir()))
+        raise ExportError(f"the exported program does not read back whole ({why}; written: {sizes}): a full disk "
+                          "or a file-size limit? Nothing was replaced; free some space and export again")
 
 
 def onnx_available() -> tuple:
@@ -324,19 +381,26 @@ def export_model(model: nn.Layer, model_name: str, cfg: TrainConfig, out, fmt: s
         raise ExportError(f"--out {out} cannot be written ({e.strerror or e}); choose a folder you can write to")
     try:
         channels = int(cfg.model_args.get("in_channels", 1))
-        names = save_program(model, work, channels, cfg.resize)
+        names = save_program(model, work, channels, cfg.resize)     # read back inside
         files = program_files(work)
         if fmt == "onnx":
             files["onnx"] = convert_onnx(work)
         meta = describe(model_name, cfg, names, history)
         meta["files"] = files
-        for name in sorted(os.listdir(work)):     # model.pdiparams.info (Paddle 2.6) comes along
-            if name != META:
-                os.replace(work / name, out / name)
+        # Every file, model.pdiparams.info (Paddle 2.6) too: its sum as read back from the disk.
+        meta["sha256"] = {name: atomic.sha256_of(work / name)[1] for name in sorted(os.listdir(work))}
+        meta["meta_sha256"] = meta_sha256(meta)
+        atomic.write_json(work / META, meta)                         # read back inside
+        # All written and checked: only renames from here, which need no space.
+        for name in meta["sha256"]:
+            os.replace(work / name, out / name)
         for name in (previous or {}).get("files", {}).values():   # what the last export had and this one not
-            if isinstance(name, str) and name not in files.values() and "/" not in name and (out / name).is_file():
+            if isinstance(name, str) and name not in meta["sha256"] and "/" not in name and (out / name).is_file():
                 (out / name).unlink()
-        atomic.write_json(out / META, meta)
+        os.replace(work / META, out / META)
+    except OSError as e:
+        raise ExportError(f"--out {out} cannot be written ({e.strerror or e}); a previous export there is "
+                          "kept") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return meta
@@ -350,34 +414,112 @@ def export_run(run_dir, out=None, fmt: str = "paddle") -> tuple:
     return export_model(model, state["model_name"], cfg, out, fmt, state["history"]), out
 
 
+def meta_sha256(meta: dict) -> str:
+    """The SHA-256 of export.json's fields but ``meta_sha256`` itself (canonical JSON: sorted keys, ASCII)."""
+    import hashlib
+
+    doc = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, ensure_ascii=True, separators=(",", ":"),
+                                     allow_nan=True).encode("ascii")).hexdigest()
+
+
+def _is_sha256(value) -> bool:
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
+def _plain_name(value) -> bool:
+    return isinstance(value, str) and value not in ("", ".", "..") and "/" not in value and "\\" not in value
+
+
+def _meta_problem(doc: dict) -> str | None:
+    """What is wrong with the fields of a version-2 export.json ``doc`` (None when all are right)."""
+    from .tasks import TASK_CLASSES, get_task
+    from .tasks._base import finite_number
+
+    task = doc.get("task")
+    if task not in TASK_CLASSES:
+        return f"its task {task!r} is not one of {', '.join(TASK_CLASSES)}"
+    if not isinstance(doc.get("model"), str) or not doc["model"]:
+        return "it names no model"
+    classes = doc.get("classes")
+    if not isinstance(classes, list) or len(classes) != len(CLASSES) or not all(isinstance(c, str) and c
+                                                                                for c in classes):
+        return f"its classes are not a list of the {len(CLASSES)} Fashion-MNIST class names"
+    inp = doc.get("input")
+    if not isinstance(inp, dict):
+        return "it has no input description"
+    size, channels = inp.get("size"), inp.get("channels")
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_INPUT_SIZE:
+        return f"its input size {size!r} is not a whole number of pixels from 1 to {MAX_INPUT_SIZE}"
+    if not isinstance(channels, int) or isinstance(channels, bool) or not 1 <= channels <= 4:
+        return f"its input channels {channels!r} are not 1-4"
+    if not finite_number(inp.get("mean")):
+        return f"its input mean {inp.get('mean')!r} is not a finite number"
+    if not finite_number(inp.get("std")) or not inp["std"] > 0:
+        return f"its input std {inp.get('std')!r} is not a finite number above 0"
+    outputs = doc.get("outputs")
+    if (not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) and o for o in outputs)
+            or len(set(outputs)) != len(outputs)):
+        return "its outputs are not a list of distinct names"
+    problem = get_task(task).check_export(doc)
+    if problem:
+        return f"its {problem} is wrong for a {task} model"
+    files, sums = doc.get("files"), doc.get("sha256")
+    if not isinstance(files, dict) or not all(_plain_name(files.get(k)) for k in ("program", "params")):
+        return "it names no program and params files"
+    if not all(_plain_name(v) for v in files.values()):
+        return "it names a file outside its folder"
+    if not isinstance(sums, dict) or not all(_plain_name(k) and _is_sha256(v) for k, v in sums.items()):
+        return "its sha256 is not a map of file names to SHA-256 sums"
+    unsummed = sorted(set(files.values()) - set(sums))
+    if unsummed:
+        return f"it holds no SHA-256 of {unsummed[0]}"
+    if doc.get("meta_sha256") != meta_sha256(doc):
+        return "its fields do not match their SHA-256 (meta_sha256): it was edited after export"
+    return None
+
+
 def read_meta(folder) -> dict:
-    """export.json of an export folder, checked: ExportError (one line) for anything else."""
+    """export.json of an export folder, validated, with every file checked against its SHA-256.
+
+    ExportError (one line that ends in "export the run again") for anything else: a missing or unreadable
+    export.json, a field out of range (task, classes, input size, channels, mean, std, outputs, the task's
+    own fields), an export.json edited after export, a missing file, a file whose SHA-256 differs (edited
+    weights, a changed program). Exports written before exports carried sums (export version 1) are
+    refused the same way rather than accepted unchecked: their files cannot be told from edited ones,
+    and ``paddle-cnn export RUN_DIR`` remakes one in seconds.
+    """
     folder = Path(folder)
     path = folder / META
+    again = "export the run again (paddle-cnn export RUN_DIR)"
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ExportError(f"{folder} holds no {META}: not a paddle_cnn export") from None
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise ExportError(f"{path} cannot be read ({type(e).__name__}); export the run again") from None
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ExportError(f"{path} cannot be read ({type(e).__name__}); {again}") from None
     if not isinstance(doc, dict) or doc.get("kind") != KIND:
-        raise ExportError(f"{path} is not a paddle_cnn export's metadata; export the run again")
+        raise ExportError(f"{path} is not a paddle_cnn export's metadata; {again}")
+    if doc.get("version") == 1:
+        raise ExportError(f"{path} was written by an earlier paddle_cnn, without SHA-256 sums of its files, so "
+                          f"they cannot be checked; {again}")
     if doc.get("version") != META_VERSION:
         raise ExportError(f"{path} is export version {doc.get('version')!r}, this paddle_cnn reads "
-                          f"{META_VERSION}; export the run again")
-    inp, files = doc.get("input"), doc.get("files")
-    ok = (isinstance(inp, dict) and isinstance(inp.get("size"), int) and inp["size"] > 0
-          and isinstance(inp.get("channels"), int) and isinstance(inp.get("mean"), (int, float))
-          and isinstance(inp.get("std"), (int, float)) and inp["std"] > 0 and isinstance(files, dict)
-          and isinstance(doc.get("outputs"), list) and doc.get("task") in ("classification", "segmentation",
-                                                                            "detection"))
-    if not ok:
-        raise ExportError(f"{path} lacks a field predict needs (input, outputs, files or task); "
-                          "export the run again")
-    for key in ("program", "params"):
-        name = files.get(key)
-        if not isinstance(name, str) or "/" in name or not (folder / name).is_file():
-            raise ExportError(f"{folder} lacks the {key} file its {META} names ({name!r}); export the run again")
+                          f"{META_VERSION}; {again}")
+    problem = _meta_problem(doc)
+    if problem:
+        raise ExportError(f"{path} is not a valid export: {problem}; {again}")
+    for name, expected in doc["sha256"].items():
+        file = folder / name
+        if file.is_symlink() or not file.is_file():
+            raise ExportError(f"{folder} lacks {name}, which its {META} names; {again}")
+        try:
+            _, digest = atomic.sha256_of(file)
+        except OSError as e:
+            raise ExportError(f"{file} cannot be read ({e.strerror or e}); {again}") from None
+        if digest != expected:
+            raise ExportError(f"{file} does not match its SHA-256 in {META} (changed or damaged after export); "
+                              f"{again}")
     return doc
 
 

@@ -19,10 +19,8 @@ import numpy as np
 from . import export as exporting
 from .checkpoint import CHECKPOINT
 from .images import model_input, read_picture, resize, square
-
-TOP = 3
-LISTED = 5             # boxes named in the output line (all are drawn)
-DRAW_SCORE = 0.3        # detections drawn and listed: at least this confident (the task's pictures use 0.3 too)
+from .tasks import get_task
+from .tasks._base import PredictionFigure
 
 
 class Predictor:
@@ -60,23 +58,14 @@ class RunPredictor(Predictor):
 
 
 class ExportPredictor(Predictor):
-    """An export folder through ``paddle.inference`` (the program and parameters only: no Python objects)."""
+    """An export folder through ``paddle.inference`` (the program and parameters only: no Python objects).
+
+    Its export.json is validated and every file checked against its SHA-256 first (:func:`export.read_meta`).
+    """
 
     def __init__(self, folder: Path):
-        import paddle.inference as inference
-
         self.meta = exporting.read_meta(folder)
-        files = self.meta["files"]
-        config = inference.Config(str(folder / files["program"]), str(folder / files["params"]))
-        config.disable_gpu()
-        if hasattr(config, "disable_glog_info"):
-            config.disable_glog_info()
-        try:
-            self.predictor = inference.create_predictor(config)
-        except Exception as e:
-            first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise exporting.ExportError(f"{folder}: Paddle Inference cannot load the exported model "
-                                        f"({type(e).__name__}: {first}); export the run again") from None
+        self.predictor = exporting.create_predictor(folder, self.meta["files"])
         names = self.predictor.get_output_names()
         if len(names) != len(self.meta["outputs"]):
             raise exporting.ExportError(f"{folder}: the program has {len(names)} outputs, its "
@@ -84,12 +73,7 @@ class ExportPredictor(Predictor):
         self.where = f"export {folder}"
 
     def outputs(self, x):
-        handle = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
-        handle.reshape(list(x.shape))
-        handle.copy_from_cpu(np.ascontiguousarray(x, dtype=np.float32))
-        self.predictor.run()
-        return {name: self.predictor.get_output_handle(out).copy_to_cpu()
-                for name, out in zip(self.meta["outputs"], self.predictor.get_output_names())}
+        return dict(zip(self.meta["outputs"], exporting.run_predictor(self.predictor, x)))
 
 
 def open_source(source) -> Predictor:
@@ -108,21 +92,6 @@ def open_source(source) -> Predictor:
                                 f"(no {exporting.META})")
 
 
-def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
-    z = z.astype(np.float64) - z.max(axis=axis, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def class_probabilities(predictor: Predictor, x: np.ndarray) -> np.ndarray:
-    """[N, classes] probabilities; with the run's ``--tta flip`` averaged with the mirrored picture's,
-    as its test metric was measured."""
-    probs = softmax(predictor.outputs(x)["logits"])
-    if predictor.meta.get("tta") == "flip":
-        probs = (probs + softmax(predictor.outputs(np.ascontiguousarray(x[..., ::-1]))["logits"])) / 2
-    return probs
-
-
 def _figure_path(out_dir: Path, picture_path: Path, model: str, taken: set) -> Path:
     stem = f"{picture_path.stem}-{model}"
     path, n = out_dir / f"{stem}.png", 2
@@ -130,25 +99,6 @@ def _figure_path(out_dir: Path, picture_path: Path, model: str, taken: set) -> P
         path, n = out_dir / f"{stem}-{n}.png", n + 1
     taken.add(path)
     return path
-
-
-def _save_side_by_side(path: Path, shown: np.ndarray, title: str, draw, note: str, legend) -> None:
-    from . import atomic, plots  # noqa: F401  (plots selects a non-interactive backend without a display)
-    import matplotlib.pyplot as plt
-
-    from .scene_plots import new_grid
-
-    fig, axes = new_grid(1, 2, size=3.4)
-    axes[0, 0].imshow(shown, cmap="gray", vmin=0, vmax=255)
-    axes[0, 0].set_title(title, fontsize=9)
-    draw(axes[0, 1])
-    axes[0, 1].set_xlabel(note, fontsize=8)
-    legend(fig)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
-    try:
-        atomic.save_figure(fig, path, dpi=110)
-    finally:
-        plt.close(fig)
 
 
 def predict(source, images, out_dir=None) -> list:
@@ -165,9 +115,9 @@ def predict(source, images, out_dir=None) -> list:
     pictures = [read_picture(p) for p in images]
     predictor = open_source(source)
     meta, inp = predictor.meta, predictor.meta["input"]
-    size, task, classes = inp["size"], meta["task"], meta["classes"]
+    size, task = inp["size"], get_task(meta["task"])
     out_dir = Path(out_dir) if out_dir is not None else Path.cwd()
-    if task != "classification":
+    if task.draws_prediction:
         if out_dir.exists() and not out_dir.is_dir():
             raise ValueError(f"--out {out_dir} is a file; name a folder for the pictures")
         try:
@@ -176,62 +126,11 @@ def predict(source, images, out_dir=None) -> list:
             raise ValueError(f"--out {out_dir} cannot be created ({e.strerror or e})") from None
     lines, taken = [], set()
     for pic in pictures:
-        x = model_input(pic, size, task, inp["mean"], inp["std"], inp["channels"])
-        if task == "classification":
-            p = class_probabilities(predictor, x)[0]
-            top = np.argsort(-p, kind="stable")[:TOP]
-            ranked = ", ".join(f"{classes[i]} {p[i]:.3f}" for i in top)
-            lines.append(f"{pic.path}: {ranked} ({pic.background_note})")
-            continue
-        shown = resize(square(pic.pixels), size)   # what the model saw, before normalisation
-        title = "input (inverted)" if pic.inverted else "input"
-        path = _figure_path(out_dir, pic.path, meta["model"], taken)
-        if task == "segmentation":
-            lines.append(_segment(predictor, x, shown, title, path, pic))
-        else:
-            lines.append(_detect(predictor, x, shown, title, path, pic))
+        x = model_input(pic, size, meta["task"], inp["mean"], inp["std"], inp["channels"])
+        figure = None
+        if task.draws_prediction:
+            figure = PredictionFigure(shown=resize(square(pic.pixels), size),   # what the model saw, before normalisation
+                             title="input (inverted)" if pic.inverted else "input",
+                             path=_figure_path(out_dir, pic.path, meta["model"], taken))
+        lines.append(f"{pic.path}: {task.explain(predictor.outputs, x, meta, figure)} ({pic.background_note})")
     return lines
-
-
-def _segment(predictor, x, shown, title, path, pic) -> str:
-    from .scene_plots import class_legend, draw_mask
-
-    meta = predictor.meta
-    mask = predictor.outputs(x)["logits"][0].argmax(axis=0).astype(np.uint8)        # [S, S], 0 = background
-    share = np.bincount(mask.ravel(), minlength=len(meta["mask_classes"])) / mask.size
-    found = [i for i in np.argsort(-share, kind="stable") if i > 0 and share[i] > 0][:TOP]
-    listed = ", ".join(f"{meta['mask_classes'][i]} {share[i]:.0%}" for i in found) or "background only"
-    _save_side_by_side(path, shown, title, lambda ax: draw_mask(ax, mask, "predicted mask"),
-                       f"{meta['model']}: {listed}", class_legend)
-    return f"{pic.path}: mask {listed} of the pixels -> {path} ({pic.background_note})"
-
-
-def _detect(predictor, x, shown, title, path, pic) -> str:
-    import paddle
-
-    from .scene_plots import draw_boxes
-    from .tasks.detection import decode
-
-    meta, d = predictor.meta, predictor.meta["detection"]
-    out = {k: paddle.to_tensor(v) for k, v in predictor.outputs(x).items()}
-    det = decode(out, d["score_threshold"], d["nms_iou"], d["max_detections"], stride=d["stride"])[0]
-    keep = det["scores"] >= DRAW_SCORE
-    boxes, scores, labels = det["boxes"][keep], det["scores"][keep], det["classes"][keep]
-    classes = meta["classes"]
-    listed = ", ".join(f"{classes[c] if c >= 0 else 'item'} {s:.2f}" for c, s in zip(labels[:LISTED], scores))
-    if len(boxes) > LISTED:
-        listed += f" and {len(boxes) - LISTED} more"
-
-    def draw(ax):
-        ax.imshow(shown, cmap="gray", vmin=0, vmax=255)
-        draw_boxes(ax, boxes, labels, scores, fontsize=7, linewidth=2)
-        ax.set_xlim(-0.5, shown.shape[1] - 0.5)
-        ax.set_ylim(shown.shape[0] - 0.5, -0.5)
-        ax.set_title("predicted boxes", fontsize=9)
-
-    def no_legend(fig):
-        pass
-
-    what = f"{len(boxes)} box{'es' if len(boxes) != 1 else ''} with score >= {DRAW_SCORE}"
-    _save_side_by_side(path, shown, title, draw, what, no_legend)
-    return f"{pic.path}: {what}{': ' + listed if listed else ''} -> {path} ({pic.background_note})"

@@ -64,8 +64,8 @@ class FitResult:
         rows = max(2, -(-count // cols))
         fig = plt.figure(figsize=(11, 1.8 * rows + 0.4))
         with runtime.evaluating(self.model), paddle.no_grad():
-            task_of(self.config.model).draw_predictions(fig, fig.add_gridspec(rows, cols), self.model, self.data,
-                                                        self.config, count)
+            task_of(self.config.model, self.config).draw_predictions(fig, fig.add_gridspec(rows, cols), self.model,
+                                                                     self.data, count=count)
         fig.suptitle(f"{self.config.model}: test predictions", fontsize=9)
         return fig
 

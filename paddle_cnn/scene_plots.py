@@ -109,3 +109,17 @@ def truth_prediction_legend(fig, loc: str = "lower center"):
                Line2D([], [], color=_TAB10[0], linewidth=2, label="prediction: class colour, class and score")]
     fig.legend(handles=handles, loc=loc, ncol=2, fontsize=8, facecolor="0.35", labelcolor="white",
                framealpha=1.0)
+
+
+def side_by_side(shown: np.ndarray, title: str, draw, note: str, legend=None, size: float = 3.4):
+    """A figure of two panels: the grey picture ``shown`` titled ``title``, and what ``draw(ax)`` puts on the
+    second axes with ``note`` under it; ``legend(fig)`` (when given) adds the legend under both."""
+    fig, axes = new_grid(1, 2, size=size)
+    axes[0, 0].imshow(shown, cmap="gray", vmin=0, vmax=255)
+    axes[0, 0].set_title(title, fontsize=9)
+    draw(axes[0, 1])
+    axes[0, 1].set_xlabel(note, fontsize=8)
+    if legend is not None:
+        legend(fig)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    return fig

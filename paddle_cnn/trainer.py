@@ -34,7 +34,7 @@ import contextlib
 import errno
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -112,10 +112,11 @@ class PrecisionStep:
     def autocast(self):
         return paddle.amp.auto_cast(enable=self.enabled, dtype=self.dtype)
 
-    def __call__(self, model, x, target, task, cfg, optimizer):
+    def __call__(self, model, x, target, task, optimizer):
+        """One step of ``model`` on a batch; ``task`` is bound to the run's config (its loss settings)."""
         with self.autocast():
             out = model(x)
-            loss = task.loss(out, target, cfg)
+            loss = task.loss(out, target)
         self.scaler.scale(loss).backward()
         self.scaler.step(optimizer)
         self.scaler.update()
@@ -146,19 +147,19 @@ def evaluate(model: nn.Layer, data, cfg: TrainConfig, step: Optional[PrecisionSt
     statistics differ from rank 0's, which is why their figures are not
     averaged in.)
     """
-    task = get_task(get_spec(cfg.model).task)
+    task = get_task(get_spec(cfg.model).task, cfg)
     batch = batch_size or cfg.eval_batch_size
     inner = distributed.unwrap(model)
     autocast = step.autocast() if step is not None else contextlib.nullcontext()
     averaged = ema.applied(inner) if ema is not None else contextlib.nullcontext()
     with runtime.evaluating(inner), autocast:
         with averaged:
-            metrics = task.evaluate(inner, data, cfg, batch)
+            metrics = task.evaluate(inner, data, batch)
             if ablate and cfg.tta != "none":
-                plain = replace(cfg, tta="none")
-                metrics[f"{task.metric}_without_tta"] = task.evaluate(inner, data, plain, batch)[task.metric]
+                plain = task.bind(replace(cfg, tta="none"))
+                metrics[f"{task.metric}_without_tta"] = plain.evaluate(inner, data, batch)[task.metric]
         if ablate and ema is not None:
-            metrics[f"{task.metric}_without_ema"] = task.evaluate(inner, data, cfg, batch)[task.metric]
+            metrics[f"{task.metric}_without_ema"] = task.evaluate(inner, data, batch)[task.metric]
     return distributed.broadcast_object(metrics)
 
 
@@ -174,6 +175,38 @@ class TrainState:
     ema: Optional[WeightAverage] = None
     history: List[dict] = field(default_factory=list)
     accel: dict = field(default_factory=dict)
+
+    def _scaler(self):
+        return self.step.scaler if self.step.scaling else None
+
+    def to_checkpoint(self, cfg: TrainConfig, device: str) -> dict:
+        """What a checkpoint of this run holds (:mod:`paddle_cnn.checkpoint` writes and checks it)."""
+        scaler = self._scaler()
+        return {"format": checkpoint.FORMAT, "model_name": cfg.model, "config": asdict(cfg), "device": device,
+                "model": dict(self.model.state_dict()),
+                "optimizer": checkpoint.rename_optimizer_state(self.optimizer.state_dict(), self.model, portable=True),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "history": self.history}
+
+    def restore(self, saved: dict, where) -> None:
+        """Load a checkpoint's ``saved`` state (:meth:`to_checkpoint`'s, read back) into this run.
+
+        Everything is checked before anything is loaded: the weights' names and shapes, the weight
+        average when this run keeps one, the history's epochs. CheckpointError says what is wrong.
+        """
+        if self.ema is not None and not saved.get("ema"):
+            raise checkpoint.CheckpointError(f"--resume: {where} was trained without --ema; resume with the same settings")
+        history = checkpoint.check_history(saved["history"], where)
+        checkpoint.load_weights(self.model, saved["model"], where)
+        self.optimizer.set_state_dict(checkpoint.as_tensors(
+            checkpoint.rename_optimizer_state(saved["optimizer"], self.model, portable=False)))
+        scaler = self._scaler()
+        if scaler is not None and saved.get("scaler"):
+            scaler.load_state_dict(checkpoint.as_tensors(saved["scaler"]))
+        if self.ema is not None:
+            self.ema.set_state_dict(checkpoint.as_tensors(saved["ema"]))
+        self.history = history
 
 
 # --------------------------------------------------------------------------- the loop
@@ -192,7 +225,7 @@ class Trainer:
                  log: Optional[Callable[[str], None]] = print):
         self.cfg = cfg.validate()
         self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.task = get_task(get_spec(cfg.model).task)
+        self.task = get_task(get_spec(cfg.model).task, self.cfg)   # bound once: no config per step
         kind = runtime.resolve_device(cfg.device)
         self.dist = distributed.context(kind)
         self.device = runtime.get_device(cfg.device, self.dist.local_rank)
@@ -229,22 +262,20 @@ class Trainer:
             raise TrainingError("resume needs an output folder (--out) that holds a checkpoint")
         return self.out_dir / CHECKPOINT
 
-    def load_checkpoint(self, state: TrainState) -> List[dict]:
-        """The history of the checkpoint in ``out_dir``, its weights and optimizer state loaded into ``state``."""
+    def load_checkpoint(self, state: TrainState) -> None:
+        """The checkpoint in ``out_dir`` (checked against this run) loaded into ``state``."""
         path = self.checkpoint_path()
         if not path.is_file():
             raise TrainingError(f"--resume: no checkpoint at {path}; train without --resume first "
                                 "(or point --out at the folder of the run to continue)")
         saved = checkpoint.load(path)
         checkpoint.check_resumable(saved, self.cfg, self.device, path)
-        scaler = state.step.scaler if state.step.scaling else None
-        return checkpoint.restore(saved, state.model, state.optimizer, scaler, state.ema, path)
+        state.restore(saved, path)
 
     def save_checkpoint(self, state: TrainState) -> None:
         if self.out_dir is None or not self.is_main:
             return
-        blob = checkpoint.run_state(self.cfg, self.device, state.model, state.optimizer,
-                                    state.step.scaler if state.step.scaling else None, state.ema, state.history)
+        blob = state.to_checkpoint(self.cfg, self.device)
         path = self.checkpoint_path()
         try:
             checkpoint.save(path, blob)
@@ -295,7 +326,7 @@ class Trainer:
         state = TrainState(model=model, net=model, optimizer=make_optimizer(cfg, model, self.device), step=step,
                            ema=WeightAverage(model, cfg.ema) if cfg.ema else None, accel=accel)
         if resume:
-            state.history = self.load_checkpoint(state)
+            self.load_checkpoint(state)
         state.net = distributed.wrap(model, self.dist, cfg.sync_bn)
         return state
 
@@ -414,7 +445,7 @@ def train_one_epoch(trainer: Trainer, state: TrainState, data, epoch: int, warmu
             runtime.synchronize(device)
             t0, timed = time.perf_counter(), 0
         state.optimizer.set_lr(lr_at(cfg, epoch * steps + i, steps))
-        out, loss = state.step(state.net, x, target, task, cfg, state.optimizer)
+        out, loss = state.step(state.net, x, target, task, state.optimizer)
         if state.ema is not None:
             state.ema.update(state.model)
         n = int(x.shape[0]) * dist.world
@@ -472,17 +503,21 @@ def run(cfg: TrainConfig, out=None, resume: bool = False, data_dir=None,
 
     ``check_memory=False`` when the caller has already refused a size that cannot fit
     (:func:`paddle_cnn.memory.check_fits_memory`; the command line does it before preparing ``--out``).
+    Rank 0 holds the lock of ``out`` (:func:`paddle_cnn.atomic.locked`) from before it touches anything
+    there to the end: a second command on the same folder is refused (FolderBusy) and changes nothing.
     """
     if check_memory:
         memory.check_fits_memory(cfg)
     trainer = Trainer(cfg, out, progress=progress, log=log)
-    if out is not None and trainer.is_main:
-        atomic.remove_leftovers(out)
-    data = trainer.task.build_data(cfg, data_dir)
-    net = build_model(cfg)
-    result = trainer.fit(net, data, resume=resume, stop_after=stop_after)
-    if out is not None and result.history and trainer.is_main and stop_after is None:
-        save_result(result, out)
+    owns_out = out is not None and trainer.is_main
+    with atomic.locked(out, "the run folder") if owns_out else contextlib.nullcontext():
+        if owns_out:
+            atomic.remove_leftovers(out)   # a killed write's .part files: ours to remove once we hold the lock
+        data = trainer.task.build_data(cfg, data_dir)
+        net = build_model(cfg)
+        result = trainer.fit(net, data, resume=resume, stop_after=stop_after)
+        if owns_out and result.history and stop_after is None:
+            save_result(result, out)
     return result
 
 

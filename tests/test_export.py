@@ -2,7 +2,9 @@
 and reloaded in a fresh process that never imports paddle_cnn (``paddle.jit.load`` and
 ``paddle.inference``, ONNX through onnxruntime when installed); outputs equal the eager model's.
 Then ``paddle-cnn export`` on run folders, good and bad."""
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 
@@ -10,11 +12,12 @@ import paddle_cnn  # noqa: F401  (CPU tuning before paddle)
 import numpy as np
 import paddle
 import pytest
+from PIL import Image
 
 from paddle_cnn import accel, checkpoint
 from paddle_cnn.cli import main
 from paddle_cnn.config import config_for
-from paddle_cnn.export import META, export_model, onnx_available, read_meta
+from paddle_cnn.export import META, export_model, export_run, onnx_available, read_meta
 from paddle_cnn.models import get_spec, list_models
 from paddle_cnn.models.factory import build_model
 
@@ -245,3 +248,125 @@ def test_upsampling_written_with_standard_operators_equals_paddles(scale):
     ours = _Bilinear(scale if isinstance(scale, tuple) else (scale, scale))(x).numpy()
     assert ours.shape == reference.shape
     assert relative_error(ours, reference) <= RTOL
+
+
+# --------------------------------------------------------------------------- read back, sums, validation (issue 40)
+_LIMITED_EXPORT = """
+import resource, sys
+from paddle_cnn.cli import main
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))   # writes past it fail; Paddle's go unreported
+sys.exit(main(["export", sys.argv[2], "--out", sys.argv[3]]))
+"""
+
+
+def _files(folder) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
+def test_an_export_written_short_is_refused_and_the_previous_one_kept(tmp_path, capsys):
+    """Under a file-size limit below model.pdiparams, paddle.jit.save leaves a short file and says nothing;
+    the read-back finds it, the command ends in one line with exit 2, and the good export is untouched."""
+    run = make_run(tmp_path / "run")
+    out = tmp_path / "export"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    capsys.readouterr()
+    good = _files(out)
+    limit = len(good["model.pdiparams"]) // 2
+    assert limit > len(good[META]) and limit > len(good[read_meta(out)["files"]["program"]])
+    proc = subprocess.run([sys.executable, "-c", _LIMITED_EXPORT, str(limit), str(run), str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not read back whole" in lines[0] and "Nothing was replaced" in lines[0], lines
+    assert _files(out) == good
+    read_meta(out)
+
+
+def test_export_json_carries_a_sha256_of_every_file(tmp_path):
+    meta, out = export_run(make_run(tmp_path / "run"), tmp_path / "export")
+    files = sorted(p.name for p in out.iterdir() if p.name != META)
+    assert sorted(meta["sha256"]) == files and set(meta["files"].values()) <= set(files)
+    for name, digest in meta["sha256"].items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == digest
+    assert read_meta(out) == json.loads((out / META).read_text())
+
+
+@pytest.fixture(scope="module")
+def good_export(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tamper")
+    _, out = export_run(make_run(root / "run"), root / "export")
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(root / "x.png")
+    return out, root / "x.png"
+
+
+def _edit_meta(change):
+    def edit(folder):
+        doc = json.loads((folder / META).read_text())
+        change(doc)
+        (folder / META).write_text(json.dumps(doc))
+    return edit
+
+
+def _edit_file(key, old, new):
+    def edit(folder):
+        path = folder / json.loads((folder / META).read_text())["files"][key]
+        blob = path.read_bytes()
+        assert old in blob
+        path.write_bytes(blob.replace(old, new, 1))
+    return edit
+
+
+def _flip_last_byte(folder):
+    path = folder / "model.pdiparams"
+    blob = bytearray(path.read_bytes())
+    blob[-1] ^= 0x01
+    path.write_bytes(bytes(blob))
+
+
+def _no_sums(doc):   # what an export made before exports carried sums looks like
+    doc["version"] = 1
+    doc.pop("sha256")
+    doc.pop("meta_sha256")
+
+
+def _resum(change):
+    """An edit whose meta_sha256 is recomputed: the field checks must catch it by themselves."""
+    from paddle_cnn.export import meta_sha256
+
+    def both(doc):
+        change(doc)
+        doc["meta_sha256"] = meta_sha256(doc)
+    return both
+
+
+TAMPERED = {
+    "edited weights": (_flip_last_byte, "model.pdiparams does not match its SHA-256"),
+    "relu renamed sigmoid": (_edit_file("program", b"relu", b"sigmoid"), "model.json does not match its SHA-256"),
+    "NaN mean": (_edit_meta(lambda d: d["input"].update(mean=float("nan"))), "input mean nan is not a finite"),
+    "NaN std": (_edit_meta(lambda d: d["input"].update(std=float("nan"))), "input std nan is not a finite number"),
+    "zero std": (_edit_meta(lambda d: d["input"].update(std=0)), "input std 0 is not a finite number above 0"),
+    "unknown task": (_edit_meta(lambda d: d.update(task="ranking")), "task 'ranking' is not one of"),
+    "edited task": (_edit_meta(lambda d: d.update(task="segmentation")), "mask_classes"),
+    "edited task, sum recomputed": (_edit_meta(_resum(lambda d: d.update(task="detection"))),
+                                    "detection (stride"),
+    "short classes": (_edit_meta(lambda d: d.update(classes=d["classes"][:3])), "classes are not a list of the 10"),
+    "huge input": (_edit_meta(lambda d: d["input"].update(size=100000)), "input size 100000 is not"),
+    "edited metric": (_edit_meta(lambda d: d["metric"].update(value=0.99)), "edited after export"),
+    "no sums (an older export)": (_edit_meta(_no_sums), "without SHA-256 sums of its files"),
+}
+
+
+@pytest.mark.parametrize("case", TAMPERED)
+def test_an_edited_or_damaged_export_ends_in_one_line(case, good_export, tmp_path, capsys):
+    edit, message = TAMPERED[case]
+    folder, picture = good_export
+    copy = tmp_path / "export"
+    shutil.copytree(folder, copy)
+    edit(copy)
+    assert main(["predict", str(copy), str(picture)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert captured.out == "" and len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    assert message in lines[0] and "export the run again" in lines[0], lines[0]

@@ -13,7 +13,8 @@ from paddle_cnn.cli import main
 from paddle_cnn.data import CLASSES
 from paddle_cnn.export import export_run
 from paddle_cnn.images import model_input, read_picture
-from paddle_cnn.predict import class_probabilities, open_source, predict
+from paddle_cnn.predict import open_source, predict
+from paddle_cnn.tasks.classification import ClassificationTask
 from helpers import make_run
 
 LINE = re.compile(r"^(?P<file>.+?): (?P<ranked>.+) \((?P<note>(light|dark) background .*)\)$")
@@ -120,7 +121,7 @@ def test_run_folder_and_export_agree_and_probabilities_sum_to_one(trained, test_
     for source in (trained, trained / "export"):
         predictor = open_source(source)
         x = model_input(read_picture(files[0]), 28, "classification", 0.286, 0.353)
-        probs = class_probabilities(predictor, x)
+        probs = ClassificationTask.probabilities(predictor.outputs, x, predictor.meta.get("tta", "none"))
         assert probs.shape == (1, 10) and probs.sum() == pytest.approx(1.0, abs=1e-6) and (probs >= 0).all()
 
 
@@ -195,7 +196,7 @@ def test_bad_sources_end_in_one_line(tmp_path, capsys):
     export_run(make_run(tmp_path / "run"), broken)
     (broken / "model.pdiparams").unlink()
     cases = {empty: "neither a run folder", tmp_path / "x.png": "is a file", tmp_path / "nowhere": "no such folder",
-             other: "not a paddle_cnn export", broken: "lacks the params file"}
+             other: "not a paddle_cnn export", broken: "lacks model.pdiparams"}
     for source, why in cases.items():
         code, lines, err = run_cli([source, tmp_path / "x.png"], capsys)
         assert code == 2 and lines == [] and len(err) == 1 and why in err[0], (source, err)

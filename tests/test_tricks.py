@@ -85,7 +85,7 @@ def test_ema_run_scores_the_average_and_reports_what_it_added(tmp_path):
     task = ClassificationTask()
     with paddle.no_grad():
         result.model.eval()
-        assert task.evaluate(result.model, data, result.config, 1000)["test_acc"] == last["test_acc"]
+        assert task.bind(result.config).evaluate(result.model, data, 1000)["test_acc"] == last["test_acc"]
 
 
 def test_ema_resume_equals_the_uninterrupted_run(tmp_path):
@@ -107,8 +107,8 @@ def test_flip_tta_sums_the_probabilities_of_both_views():
     x = paddle.randn([6, 1, 28, 28])
     cfg = TrainConfig(model="lenet", tta="flip")
     expected = F.softmax(net(x), axis=-1) + F.softmax(net(paddle.flip(x, axis=[3])), axis=-1)
-    np.testing.assert_allclose(ClassificationTask.scores(net, x, cfg).numpy(), expected.numpy(), rtol=1e-6)
-    np.testing.assert_array_equal(ClassificationTask.scores(net, x, TrainConfig(model="lenet")).numpy(),
+    np.testing.assert_allclose(ClassificationTask(cfg).scores(net, x).numpy(), expected.numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(ClassificationTask(TrainConfig(model="lenet")).scores(net, x).numpy(),
                                   net(x).numpy())
 
 

@@ -111,14 +111,14 @@ def test_segmentation_loss_is_pixelwise_cross_entropy():
     logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
     expect = -np.take_along_axis(logp, mask[:, None], 1).mean()
     cfg = type("Cfg", (), {"task_args": {}})()
-    got = SegmentationTask().loss(paddle.to_tensor(logits), paddle.to_tensor(mask), cfg)
+    got = SegmentationTask(cfg).loss(paddle.to_tensor(logits), paddle.to_tensor(mask))
     assert float(got) == pytest.approx(expect, rel=1e-5)
     cfg.task_args = {"dice_weight": 0.5}
-    with_dice = SegmentationTask().loss(paddle.to_tensor(logits), paddle.to_tensor(mask), cfg)
+    with_dice = SegmentationTask(cfg).loss(paddle.to_tensor(logits), paddle.to_tensor(mask))
     assert float(with_dice) > float(got)
     cfg.task_args = {"dice_wieght": 0.5}
-    with pytest.raises(ValueError, match="unknown task_args"):
-        SegmentationTask().loss(paddle.to_tensor(logits), paddle.to_tensor(mask), cfg)
+    with pytest.raises(ValueError, match="unknown task_args"):   # refused when the task is bound, once
+        SegmentationTask(cfg)
 
 
 def test_dice_loss_is_small_for_a_perfect_prediction():

@@ -9,6 +9,7 @@ import re
 import struct
 from pathlib import Path
 
+from ..tasks import get_task
 from .render import draw_curves, generated_block, section_table
 from .schema import (FIGURE_MAX_BYTES, FINAL_KEYS, NOTEBOOK_MAX_BYTES, README_MAX_BYTES, ROOT, Refusal, UnsafeInput,
                      folder_problem, has_type, homework_root, link_problem, load_results, read_bytes, read_text,
@@ -296,7 +297,7 @@ def check(root=None) -> list:
                 problems.append(f"{path}: run {name!r} names the official files but not all four sums")
             elif data["name"] not in (OFFLINE_COPY_NAME, OFFICIAL_NAME):
                 problems.append(f"{path}: run {name!r} used unrecognised data ({data['name']})")
-            if run_["task"] == "classification" and run_["config"].get("test_subset"):
+            if get_task(run_["task"]).full_test_set and run_["config"].get("test_subset"):
                 problems.append(f"{path}: run {name!r} is scored on {run_['config']['test_subset']} test images, "
                                 "not the full test set")
             problems += [f"{path}: absolute path recorded: {p}" for p in _absolute_paths(run_, f"runs.{name}")]

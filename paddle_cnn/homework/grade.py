@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Optional
 
 from .. import atomic
+from ..tasks import get_task
 
 COLUMNS = ("student", "section", "status", "run", "claimed", "rescored", "exercise", "own_network", "flags",
            "points", "max_points", "reason")
@@ -327,7 +328,7 @@ def _section(folder: Path, ctx: Context, student: Optional[str], seed: Optional[
         info["problems"] += problems + sums
         if run_["profile"] == "smoke" and not ctx.accept_smoke:
             info["problems"].append(f"run {name}: a smoke-profile run (seconds of training), not a homework run")
-        if run_["task"] == "classification" and run_["config"].get("test_subset") and not ctx.accept_smoke:
+        if get_task(run_["task"]).full_test_set and run_["config"].get("test_subset") and not ctx.accept_smoke:
             info["problems"].append(f"run {name}: scored on {run_['config']['test_subset']} test images, not all")
         data_sums = run_["data"].get("sha256") or {}
         if not any(all(data_sums.get(k) == v for k, v in ref.items()) for ref in ctx.course_sums):

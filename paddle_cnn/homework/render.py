@@ -10,9 +10,9 @@ import os
 from pathlib import Path
 
 from .. import atomic, runtime
-from ..tasks import all_tasks
-from .schema import (FINAL_KEYS, FULL_TEST_SET, README_MAX_BYTES, folder_problem, homework_root, load_results, read_text,
-                     run_key)
+from ..metrics import interval95  # noqa: F401  (homework.interval95: the notebooks call it)
+from ..tasks import all_tasks, get_task
+from .schema import FULL_TEST_SET, README_MAX_BYTES, folder_problem, homework_root, load_results, read_text, run_key
 
 BEGIN = "<!-- BEGIN GENERATED: written by `paddle-cnn homework run`; edits here are overwritten -->"
 END = "<!-- END GENERATED -->"
@@ -37,15 +37,6 @@ COURSE_REFERENCE = {
 }
 
 
-def interval95(accuracy: float, n: int = FULL_TEST_SET) -> float:
-    """Half-width of the 95% normal-approximation interval of an accuracy measured on ``n`` images.
-
-    >>> round(interval95(0.9), 4)
-    0.0059
-    """
-    return 1.96 * (accuracy * (1 - accuracy) / n) ** 0.5
-
-
 # --------------------------------------------------------------------------- tables
 def _device_text(env: dict) -> str:
     if env["device"] == "gpu":
@@ -54,13 +45,8 @@ def _device_text(env: dict) -> str:
 
 
 def metric_text(run_: dict) -> str:
-    """The headline metrics; a test accuracy carries its 95% interval (binomial, over the test images)."""
-    final = run_["final"]
-    text = ", ".join(f"{k} {final[k]:.3f}" for k in FINAL_KEYS[run_["task"]])
-    if run_["task"] == "classification":
-        n = run_["config"].get("test_subset") or FULL_TEST_SET
-        text += f" ± {interval95(final['test_acc'], n):.3f}"
-    return text
+    """The headline metrics as the run's task writes them (a test accuracy with its 95% interval)."""
+    return get_task(run_["task"]).metric_text(run_["final"], run_["config"].get("test_subset"))
 
 
 def section_table(doc: dict) -> str:
@@ -334,7 +320,7 @@ def _summary_figure(runs: list, devices: list, data_names: list):
     from matplotlib import ticker
 
     panels = [p for p in SUMMARY_PANELS if any(r["task"] == p[0] for r in runs)] or list(SUMMARY_PANELS[:1])
-    widths = [3 if p[0] == "classification" else 1.4 for p in panels]
+    widths = [get_task(p[0]).summary_width for p in panels]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * sum(widths) / 1.4 * 0.75, 5.2), squeeze=False,
                              gridspec_kw={"width_ratios": widths})
     markers = "osD^v<>phX*P"

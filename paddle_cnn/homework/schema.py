@@ -14,12 +14,13 @@ import stat
 from pathlib import Path
 from typing import Optional
 
+from .. import metrics
 from ..tasks import all_tasks
 
 ROOT = Path(__file__).resolve().parents[2] / "homework"
 SCHEMA_VERSION = 1
 FINAL_KEYS = {name: task.final_keys for name, task in all_tasks().items()}
-FULL_TEST_SET = 10_000
+FULL_TEST_SET = metrics.FULL_TEST_SET
 
 
 STUDENT_SUFFIX = ".student"   # results.json key of a student run: "<model>.student", beside "<model>"

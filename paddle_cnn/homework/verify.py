@@ -25,8 +25,7 @@ def _replay_config(run_: dict, path):
 
     config = dict(run_["config"])
     try:
-        cfg = TrainConfig(**config)
-        cfg.validate()
+        cfg = TrainConfig.from_dict(config, strict=True)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: run {run_['model']!r} has a config this version cannot replay ({e})") from None
     threads = (run_.get("run") or {}).get("threads_per_process")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from ..scenes import FashionScenes, SceneConfig
+from ._base import Task
 
 #: ``task_args`` of a scene task: every SceneConfig field but the canvas (that is ``cfg.resize``), and the
 #: numbers of scenes.
@@ -18,11 +19,12 @@ SCENE_ARGS = dict({f.name: f.default for f in fields(SceneConfig) if f.name != "
                   num_train_scenes=10000, num_test_scenes=1000)
 
 
-class SceneTask:
+class SceneTask(Task):
     """Base of the scene tasks: ``task_args`` checking and scene data building."""
 
     name = "scenes"
     task_defaults: dict = {}
+    draws_prediction = True
 
     def args(self, cfg=None) -> dict:
         """``cfg.task_args`` over the defaults of the scenes and of this task."""

@@ -25,7 +25,8 @@ from .. import metrics
 from ..metrics import box_iou
 from ..models.densebox import STRIDE
 from ..runtime import evaluating
-from ..scene_plots import TRUTH_STYLE, draw_boxes, new_grid, truth_prediction_legend
+from ..scene_plots import TRUTH_STYLE, draw_boxes, new_grid, side_by_side, truth_prediction_legend
+from ._base import finite_number, save_picture
 from ._scene import SceneTask, cell_axes
 
 # Targets: the paper's positive radius is 0.3 x the box size; we take the box
@@ -36,6 +37,8 @@ DIST_NORM = 16.0       # distances in input pixels / 16: items are 20-42 px, tar
 T_CONF, T_VALID, T_DIST, T_CLASS = 0, 1, slice(2, 6), 6
 NUM_TARGET_CHANNELS = 7
 FLIP_CHANNELS = (2, 4)  # cx - x1 and x2 - cx swap under a horizontal flip
+DRAW_SCORE = 0.3       # ``paddle-cnn predict`` draws and lists detections at least this confident
+LISTED = 5             # boxes named in predict's line (all are drawn)
 
 
 class DetectionTask(SceneTask):
@@ -66,8 +69,8 @@ class DetectionTask(SceneTask):
     def _data_kwargs(self) -> dict:
         return dict(target_fn=encode_targets, target_dtype="float32", flip_channels=FLIP_CHANNELS)
 
-    def loss(self, out, target, cfg):
-        a = self.args(cfg)
+    def loss(self, out, target):
+        a = self.options
         return densebox_loss(out, target, a["lambda_loc"], a["class_weight"], a["hard_fraction"])
 
     def train_hits(self, out, target):
@@ -76,13 +79,13 @@ class DetectionTask(SceneTask):
         return found.sum(), positive.sum()
 
     @paddle.no_grad()
-    def detect(self, model, data, cfg=None, count: int | None = None, batch_size: int = 256) -> list:
+    def detect(self, model, data, count: int | None = None, batch_size: int = 256) -> list:
         """Decoded detections (dicts of boxes, scores, classes) of the first ``count`` test scenes.
 
         The model must be in eval mode. Each batch's maps cross to the host once;
         thresholding and NMS then run in NumPy, with no per-image device round trip.
         """
-        a = self.args(cfg)
+        a = self.options
         dets = []
         for x, _ in data.test_batches(batch_size):
             dets += decode(model(x), a["score_threshold"], a["nms_iou"], a["max_detections"])
@@ -91,8 +94,8 @@ class DetectionTask(SceneTask):
         return dets[:count]
 
     @paddle.no_grad()
-    def evaluate(self, model, data, cfg, batch_size: int) -> dict:
-        dets = self.detect(model, data, cfg, batch_size=batch_size)
+    def evaluate(self, model, data, batch_size: int) -> dict:
+        dets = self.detect(model, data, batch_size=batch_size)
         s = data.test_scenes
         truth = [(s.boxes[j, :s.counts[j]], s.labels[j, :s.counts[j]]) for j in range(len(s))]
         return {"ap50": metrics.average_precision(dets, truth, 0.5),
@@ -100,13 +103,63 @@ class DetectionTask(SceneTask):
                 "dets_per_scene": sum(len(d["scores"]) for d in dets) / max(1, len(dets))}
 
     def draw_predictions(self, fig, grid, model, data, cfg=None, count: int = 16, score_threshold: float = 0.5):
-        """One scene per cell: true boxes dashed white, detections above ``score_threshold`` with class and score."""
+        """One scene per cell: true boxes dashed white, detections above ``score_threshold`` with class and score.
+
+        ``cfg``: the run's config (its decoding settings), when this task is not bound to it already.
+        """
+        task = self.bind(cfg) if cfg is not None else self
         rows, cols = grid.get_geometry()
-        dets = self.detect(model, data, cfg, min(count, rows * cols))
+        dets = task.detect(model, data, min(count, rows * cols))
         for j, d in enumerate(dets):
             _draw_scene(cell_axes(fig, grid, j // cols, j % cols), data.test_scenes.scene(j), d, data.canvas,
                         score_threshold, fontsize=7)
         truth_prediction_legend(fig)
+
+    # -- exports and a user's pictures ---------------------------------------------------------
+    def export_meta(self) -> dict:
+        a = self.options
+        return {"detection": {"stride": STRIDE, "dist_norm": DIST_NORM, "score_threshold": a["score_threshold"],
+                              "nms_iou": a["nms_iou"], "max_detections": a["max_detections"]}}
+
+    def check_export(self, meta: dict) -> str | None:
+        d = meta.get("detection")
+        ok = (isinstance(d, dict) and isinstance(d.get("stride"), int) and not isinstance(d["stride"], bool)
+              and 1 <= d["stride"] <= 64 and finite_number(d.get("dist_norm"), 1e-6)
+              and finite_number(d.get("score_threshold"), 0, 1) and finite_number(d.get("nms_iou"), 0, 1)
+              and isinstance(d.get("max_detections"), int) and not isinstance(d["max_detections"], bool)
+              and 1 <= d["max_detections"] <= 10_000)
+        if not ok:
+            return ("detection (stride 1-64, dist_norm > 0, score_threshold and nms_iou in [0, 1], "
+                    "max_detections 1-10000)")
+        outputs = meta.get("outputs")
+        if not isinstance(outputs, list) or not {"conf", "dist"} <= set(outputs) or not set(outputs) <= {
+                "conf", "dist", "cls"}:
+            return f"outputs {outputs!r} (a DenseBox has conf, dist and optionally cls)"
+        return None
+
+    def explain(self, outputs, x, meta, picture=None) -> str:
+        """The boxes scoring at least :data:`DRAW_SCORE` after NMS, drawn on the picture."""
+        d, classes = meta["detection"], meta["classes"]
+        out = {k: paddle.to_tensor(v) for k, v in outputs(x).items()}
+        det = decode(out, d["score_threshold"], d["nms_iou"], d["max_detections"], stride=d["stride"])[0]
+        keep = det["scores"] >= DRAW_SCORE
+        boxes, scores, labels = det["boxes"][keep], det["scores"][keep], det["classes"][keep]
+        listed = ", ".join(f"{classes[c] if 0 <= c < len(classes) else 'item'} {s:.2f}"
+                           for c, s in zip(labels[:LISTED], scores))
+        if len(boxes) > LISTED:
+            listed += f" and {len(boxes) - LISTED} more"
+        shown = picture.shown
+
+        def draw(ax):
+            ax.imshow(shown, cmap="gray", vmin=0, vmax=255)
+            draw_boxes(ax, boxes, labels, scores, fontsize=7, linewidth=2)
+            ax.set_xlim(-0.5, shown.shape[1] - 0.5)
+            ax.set_ylim(shown.shape[0] - 0.5, -0.5)
+            ax.set_title("predicted boxes", fontsize=9)
+
+        what = f"{len(boxes)} box{'es' if len(boxes) != 1 else ''} with score >= {DRAW_SCORE}"
+        save_picture(side_by_side(shown, picture.title, draw, what), picture.path)
+        return f"{what}{': ' + listed if listed else ''} -> {picture.path}"
 
 
 # --------------------------------------------------------------------------- targets
@@ -270,7 +323,7 @@ def plot_detections(model, data, count: int = 6, cfg=None, score_threshold: floa
     from prediction. ``size`` is the side of one panel in inches.
     """
     with evaluating(model):
-        dets = DetectionTask().detect(model, data, cfg, count)
+        dets = DetectionTask(cfg).detect(model, data, count)
     count = len(dets)
     cols = min(count, cols)
     fig, axes = new_grid(-(-count // cols), cols, size=size, fig=fig)
@@ -291,7 +344,7 @@ def precision_recall(model, data, cfg=None, iou_threshold: float = 0.5):
     The matching is :func:`paddle_cnn.metrics.match_detections` (the one behind AP50).
     """
     with evaluating(model):
-        dets = DetectionTask().detect(model, data, cfg)
+        dets = DetectionTask(cfg).detect(model, data)
     s = data.test_scenes
     truth = [(s.boxes[j, :s.counts[j]], s.labels[j, :s.counts[j]]) for j in range(len(s))]
     tp, _, n_gt = metrics.match_detections(dets, truth, iou_threshold)

@@ -7,9 +7,12 @@ import paddle.nn.functional as F
 
 from .. import metrics
 from ..runtime import evaluating
-from ..scene_plots import class_legend, draw_mask, new_grid
+from ..scene_plots import class_legend, draw_mask, new_grid, side_by_side
 from ..scenes import NUM_SEG_CLASSES, SEG_CLASS_KEYS
+from ._base import save_picture
 from ._scene import SceneTask, cell_axes
+
+TOP = 3     # classes ``paddle-cnn predict`` names per picture (by their share of the pixels)
 
 
 class SegmentationTask(SceneTask):
@@ -30,9 +33,9 @@ class SegmentationTask(SceneTask):
     prediction_grid = (2, 8)     # four scenes: image and truth above, prediction under the truth
     task_defaults = dict(dice_weight=0.0)
 
-    def loss(self, logits, mask, cfg):
+    def loss(self, logits, mask):
         loss = F.cross_entropy(logits, mask.unsqueeze(1), axis=1)   # logits [N, C, H, W], mask [N, H, W]
-        dice_weight = self.args(cfg)["dice_weight"]
+        dice_weight = self.options["dice_weight"]
         if dice_weight:
             loss = loss + dice_weight * dice_loss(logits, mask)
         return loss
@@ -51,7 +54,7 @@ class SegmentationTask(SceneTask):
         return np.concatenate(out)[:count]
 
     @paddle.no_grad()
-    def evaluate(self, model, data, cfg, batch_size: int) -> dict:
+    def evaluate(self, model, data, batch_size: int) -> dict:
         """Pixel accuracy, mIoU and per-class IoU over all test scenes (one confusion matrix)."""
         cm = paddle.zeros([NUM_SEG_CLASSES, NUM_SEG_CLASSES], "int64")
         for x, mask in data.test_batches(batch_size):
@@ -62,7 +65,10 @@ class SegmentationTask(SceneTask):
                 **{f"iou_{key}": float(v) for key, v in zip(SEG_CLASS_KEYS, iou)}}
 
     def draw_predictions(self, fig, grid, model, data, cfg=None, count: int = 16) -> None:
-        """Per scene: the image and its true mask side by side, the predicted mask under the truth."""
+        """Per scene: the image and its true mask side by side, the predicted mask under the truth.
+
+        ``cfg`` is unused: a mask needs no setting of the run (the same signature as the other tasks').
+        """
         rows, cols = grid.get_geometry()
         pred = self.predict(model, data, min(count, cols // 2))
         scenes = data.test_scenes
@@ -74,6 +80,37 @@ class SegmentationTask(SceneTask):
             note.axis("off")
             note.text(0.5, 0.5, f"pixel acc\n{(pred[j] == scenes.masks[j]).mean():.2f}", ha="center",
                       va="center", fontsize=8)
+
+    # -- exports and a user's pictures ---------------------------------------------------------
+    def export_meta(self) -> dict:
+        from ..data import CLASSES
+
+        # mask value v: class v - 1, 0 = background
+        return {"mask_classes": ["background"] + list(CLASSES), "mask_keys": list(SEG_CLASS_KEYS)}
+
+    def check_export(self, meta: dict) -> str | None:
+        names = meta.get("mask_classes")
+        if (not isinstance(names, list) or len(names) != NUM_SEG_CLASSES
+                or not all(isinstance(n, str) and n for n in names)):
+            return f"mask_classes (a list of {NUM_SEG_CLASSES} class names, background first)"
+        if meta.get("outputs") != ["logits"]:
+            return f"outputs {meta.get('outputs')!r} (a segmentation model has one, 'logits')"
+        return None
+
+    def explain(self, outputs, x, meta, picture=None) -> str:
+        """The classes covering most pixels, and the predicted mask drawn beside the picture."""
+        names = meta["mask_classes"]
+        logits = outputs(x)["logits"]
+        if logits.ndim != 4 or logits.shape[:2] != (1, len(names)):
+            raise ValueError(f"{meta['model']} gives logits of shape {list(logits.shape)} for one picture, not "
+                             f"[1, {len(names)}, S, S] for the mask classes its metadata names; export the run again")
+        mask = logits[0].argmax(axis=0).astype(np.uint8)                       # [S, S], 0 = background
+        share = np.bincount(mask.ravel(), minlength=len(names)) / mask.size
+        found = [i for i in np.argsort(-share, kind="stable") if 0 < i < len(names) and share[i] > 0][:TOP]
+        listed = ", ".join(f"{names[i]} {share[i]:.0%}" for i in found) or "background only"
+        save_picture(side_by_side(picture.shown, picture.title, lambda ax: draw_mask(ax, mask, "predicted mask"),
+                                  f"{meta['model']}: {listed}", class_legend), picture.path)
+        return f"mask {listed} of the pixels -> {picture.path}"
 
 
 def plot_segmentation(model, data, count: int = 4, fig=None):
