@@ -90,6 +90,32 @@ def test_add_relu_is_relu_of_the_sum(bf16_ops):
         bf16.add_relu(a, c16)
 
 
+@pytest.mark.parametrize("dtype, tolerance", [("float32", 1e-5), ("bfloat16", 2e-2)])
+def test_batch_norm_with_fused_relu_is_relu_of_batch_norm(bf16_ops, dtype, tolerance):
+    """Values, gradients (input, scale, shift) and running statistics, against Paddle's float32 layers on the
+    same (bf16-rounded) numbers."""
+    rng = np.random.default_rng(15)
+    x0 = _exact(rng, (4, 6, 5, 7))
+    up = _exact(rng, (4, 6, 5, 7))
+    scale, shift = rng.uniform(0.5, 2, 6).astype("float32"), rng.standard_normal(6).astype("float32")
+    results = []
+    for fused in (True, False):
+        paddle.seed(1)
+        bn = nn.BatchNorm2D(6, momentum=0.8)
+        bn.weight.set_value(paddle.to_tensor(scale))
+        bn.bias.set_value(paddle.to_tensor(shift))
+        x = x0.astype(dtype) if fused else x0.clone()
+        x.stop_gradient = False
+        y = (layers.batch_norm_relu(x, bn._mean, bn._variance, bn.weight, bn.bias, 0.8, 1e-5) if fused
+             else F.relu(bn(x)))
+        grads = paddle.grad([y], [x, bn.weight, bn.bias], [up.astype(y.dtype)])
+        results.append([y, *grads, bn._mean.clone(), bn._variance.clone()])
+    assert results[0][0].dtype == getattr(paddle, dtype) and results[0][1].dtype == getattr(paddle, dtype)
+    for name, mine, ref in zip(("out", "dx", "dscale", "dshift", "mean", "variance"), *results):
+        assert _error(mine, ref) <= tolerance, name
+    assert float((results[0][0].astype("float32") < 0).sum()) == 0
+
+
 def _run(name, size, mode, x, y, steps=1):
     """Output, named parameter gradients (first step) and losses of ``steps`` SGD steps of a fresh model."""
     paddle.seed(3)

@@ -205,7 +205,15 @@ def _residual_forward(self, x):
     """blocks.Residual.forward with the sum and the last ReLU in one oneDNN operator (bf16 or float32)."""
     if not _activation(x) or x.ndim != 4:
         return type(self).forward(self, x)
-    y = self.relu(self.bn1(self.conv1(x)))
+    from . import layers
+
+    y = self.conv1(x)
+    bn = self.bn1
+    if bn.training and layers.is_routed(bn) and layers.is_routed(self.relu):  # batch norm and ReLU in one pass
+        y = layers.batch_norm_relu(y, bn._mean, bn._variance, bn.weight, bn.bias, bn._momentum, bn._epsilon,
+                                   self.__dict__[BF16_KEY]["threads"])
+    else:
+        y = self.relu(bn(y))
     y = self.bn2(self.conv2(y))
     if not self.residual:
         return self.relu(y)

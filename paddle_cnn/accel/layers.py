@@ -66,6 +66,16 @@ def batch_norm(x, running_mean, running_var, weight, bias, training: bool, momen
                                      _threads(threads))
 
 
+def batch_norm_relu(x, running_mean, running_var, weight, bias, momentum: float = 0.9, epsilon: float = 1e-5,
+                    threads: int | None = None):
+    """``F.relu(F.batch_norm(x, ..., training=True))`` in one oneDNN primitive (its fused ReLU, with a workspace
+    for the backward); updates the running statistics as :func:`batch_norm` does. Training only."""
+    _check4(x, "batch_norm_relu")
+    y, _, _, _ = load_library().ops.pcnn_batch_norm_relu_train(x, weight, bias, running_mean, running_var,
+                                                               float(epsilon), float(momentum), _threads(threads))
+    return y
+
+
 def _two(value, name: str) -> list:
     if isinstance(value, int):
         return [value, value]
@@ -432,5 +442,6 @@ def apply_layers(model: nn.Layer, threads: int | None) -> tuple:
     return routed, note
 
 
-__all__ = ["apply_layers", "checked", "is_routed", "unroute", "unroute_model", "avg_pool2d", "batch_norm", "layer_supported", "max_pool2d", "pool_pads", "relu", "route",
+__all__ = ["apply_layers", "checked", "is_routed", "unroute", "unroute_model", "avg_pool2d", "batch_norm",
+           "batch_norm_relu", "layer_supported", "max_pool2d", "pool_pads", "relu", "route",
            "route_model", "self_check"]

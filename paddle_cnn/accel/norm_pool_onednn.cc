@@ -170,9 +170,10 @@ memory::desc bn_layout(const memory::dims& d, memory::data_type dt) {
   return memory::desc(d, dt, Tag::nchw);
 }
 
-dnnl::normalization_flags bn_flags(bool global_stats) {
+dnnl::normalization_flags bn_flags(bool global_stats, bool relu = false) {
   auto f = dnnl::normalization_flags::use_scale |
            dnnl::normalization_flags::use_shift;
+  if (relu) f = f | dnnl::normalization_flags::fuse_norm_relu;
   return global_stats ? f | dnnl::normalization_flags::use_global_stats : f;
 }
 
@@ -180,11 +181,11 @@ dnnl::normalization_flags bn_flags(bool global_stats) {
 // biased variance, for the backward pass) and update the running
 // statistics in place, as Paddle's batch_norm does with its MeanOut /
 // VarianceOut outputs that share the buffers.
-std::vector<paddle::Tensor> BatchNormTrain(
+std::vector<paddle::Tensor> batch_norm_train(
     const paddle::Tensor& x_in, const paddle::Tensor& scale_in,
     const paddle::Tensor& shift_in, const paddle::Tensor& mean,
     const paddle::Tensor& variance, float epsilon, float momentum,
-    int threads) {
+    int threads, bool relu) {
   const paddle::Tensor x = dense(x_in);
   const auto dt = data_type(x, kBn, "x");
   const auto d = dims4(x, kBn, "x");
@@ -201,16 +202,23 @@ std::vector<paddle::Tensor> BatchNormTrain(
       paddle::empty({d[1]}, paddle::DataType::FLOAT32, place);
   paddle::Tensor batch_var =
       paddle::empty({d[1]}, paddle::DataType::FLOAT32, place);
+  paddle::Tensor ws;  // fused ReLU: where the output was positive, for the backward
   guarded(kBn, [&] {
     const auto layout = bn_layout(d, dt);
     BnFwd::primitive_desc pd(engine(), dnnl::prop_kind::forward_training,
-                             layout, layout, epsilon, bn_flags(false));
+                             layout, layout, epsilon, bn_flags(false, relu));
     const auto vec = pd.mean_desc();
-    run_io(threads, place, BnFwd(pd),
-           {{DNNL_ARG_SCALE, wrap(vec, scale)},
-            {DNNL_ARG_SHIFT, wrap(vec, shift)},
-            {DNNL_ARG_MEAN, wrap(vec, batch_mean)},
-            {DNNL_ARG_VARIANCE, wrap(vec, batch_var)}},
+    Args args{{DNNL_ARG_SCALE, wrap(vec, scale)},
+              {DNNL_ARG_SHIFT, wrap(vec, shift)},
+              {DNNL_ARG_MEAN, wrap(vec, batch_mean)},
+              {DNNL_ARG_VARIANCE, wrap(vec, batch_var)}};
+    if (relu) {
+      const auto ws_desc = pd.workspace_desc();
+      ws = paddle::empty({static_cast<int64_t>(ws_desc.get_size())},
+                         paddle::DataType::UINT8, place);
+      args.insert({DNNL_ARG_WORKSPACE, wrap(ws_desc, ws)});
+    }
+    run_io(threads, place, BnFwd(pd), args,
            {{DNNL_ARG_SRC, nchw(d, dt), ptr(x), pd.src_desc()}},
            {{DNNL_ARG_DST, nchw(d, dt), ptr(y), pd.dst_desc()}});
   });
@@ -222,7 +230,28 @@ std::vector<paddle::Tensor> BatchNormTrain(
     running_mean[c] = momentum * running_mean[c] + (1.f - momentum) * bm[c];
     running_var[c] = momentum * running_var[c] + (1.f - momentum) * bv[c];
   }
+  if (relu) return {y, batch_mean, batch_var, ws};
   return {y, batch_mean, batch_var};
+}
+
+std::vector<paddle::Tensor> BatchNormTrain(
+    const paddle::Tensor& x, const paddle::Tensor& scale,
+    const paddle::Tensor& shift, const paddle::Tensor& mean,
+    const paddle::Tensor& variance, float epsilon, float momentum,
+    int threads) {
+  return batch_norm_train(x, scale, shift, mean, variance, epsilon, momentum,
+                          threads, false);
+}
+
+// Batch norm followed by ReLU in one primitive (oneDNN's fuse_norm_relu),
+// training only: y = max(0, bn(x)), with a workspace marking where y > 0.
+std::vector<paddle::Tensor> BatchNormReluTrain(
+    const paddle::Tensor& x, const paddle::Tensor& scale,
+    const paddle::Tensor& shift, const paddle::Tensor& mean,
+    const paddle::Tensor& variance, float epsilon, float momentum,
+    int threads) {
+  return batch_norm_train(x, scale, shift, mean, variance, epsilon, momentum,
+                          threads, true);
 }
 
 // Backward of either form: with the batch statistics (training) or with the
@@ -231,7 +260,7 @@ std::vector<paddle::Tensor> batch_norm_backward(
     const paddle::Tensor& x_in, const paddle::Tensor& scale_in,
     const paddle::Tensor& mean_in, const paddle::Tensor& var_in,
     const paddle::Tensor& dy_in, float epsilon, int threads,
-    bool global_stats) {
+    bool global_stats, const paddle::Tensor* ws = nullptr) {
   const paddle::Tensor x = dense(x_in), dy = dense(dy_in);
   const auto dt = data_type(x, kBn, "x");
   const auto d = dims4(x, kBn, "x");
@@ -248,24 +277,38 @@ std::vector<paddle::Tensor> batch_norm_backward(
   paddle::Tensor dshift =
       paddle::empty({d[1]}, paddle::DataType::FLOAT32, place);
   guarded(kBn, [&] {
-    const auto flags = bn_flags(global_stats);
+    const auto flags = bn_flags(global_stats, ws != nullptr);
     const auto layout = bn_layout(d, dt), diff_layout = bn_layout(d, ddt);
     BnFwd::primitive_desc hint(engine(), dnnl::prop_kind::forward_training,
                                layout, layout, epsilon, flags);
     BnBwd::primitive_desc pd(engine(), dnnl::prop_kind::backward, diff_layout,
                              diff_layout, layout, epsilon, flags, hint);
     const auto vec = hint.mean_desc();
-    run_io(threads, place, BnBwd(pd),
-           {{DNNL_ARG_MEAN, wrap(vec, mean)},
-            {DNNL_ARG_VARIANCE, wrap(vec, var)},
-            {DNNL_ARG_SCALE, wrap(vec, scale)},
-            {DNNL_ARG_DIFF_SCALE, wrap(vec, dscale)},
-            {DNNL_ARG_DIFF_SHIFT, wrap(vec, dshift)}},
+    Args args{{DNNL_ARG_MEAN, wrap(vec, mean)},
+              {DNNL_ARG_VARIANCE, wrap(vec, var)},
+              {DNNL_ARG_SCALE, wrap(vec, scale)},
+              {DNNL_ARG_DIFF_SCALE, wrap(vec, dscale)},
+              {DNNL_ARG_DIFF_SHIFT, wrap(vec, dshift)}};
+    if (ws != nullptr) {
+      PD_CHECK(ws->numel() == static_cast<int64_t>(pd.workspace_desc().get_size()),
+               "oneDNN batch_norm_relu: the workspace does not match");
+      args.insert({DNNL_ARG_WORKSPACE, wrap(pd.workspace_desc(), *ws)});
+    }
+    run_io(threads, place, BnBwd(pd), args,
            {{DNNL_ARG_SRC, nchw(d, dt), ptr(x), pd.src_desc()},
             {DNNL_ARG_DIFF_DST, nchw(d, ddt), ptr(dy), pd.diff_dst_desc()}},
            {{DNNL_ARG_DIFF_SRC, nchw(d, dt), ptr(dx), pd.diff_src_desc()}});
   });
   return {dx, dscale, dshift};
+}
+
+std::vector<paddle::Tensor> BatchNormReluTrainGrad(
+    const paddle::Tensor& x, const paddle::Tensor& scale,
+    const paddle::Tensor& batch_mean, const paddle::Tensor& batch_var,
+    const paddle::Tensor& ws, const paddle::Tensor& dy, float epsilon,
+    float momentum, int threads) {
+  return batch_norm_backward(x, scale, batch_mean, batch_var, dy, epsilon,
+                             threads, false, &ws);
 }
 
 std::vector<paddle::Tensor> BatchNormTrainGrad(
@@ -579,6 +622,14 @@ std::vector<DType> BnTrainDtype(const DType& x, const DType&, const DType&,
                                 const DType& m, const DType& v) {
   return {x, m, v};
 }
+Shapes BnReluTrainShape(const Shape& x, const Shape& s, const Shape& b,
+                        const Shape& m, const Shape& v, float, float, int) {
+  return {x, m, v, {-1}};
+}
+std::vector<DType> BnReluTrainDtype(const DType& x, const DType&, const DType&,
+                                    const DType& m, const DType& v) {
+  return {x, m, v, DType::UINT8};
+}
 Shapes BnInferShape(const Shape& x, const Shape&, const Shape&, const Shape&,
                     const Shape&, float, int) {
   return {x};
@@ -700,3 +751,18 @@ PD_BUILD_GRAD_OP(pcnn_add_relu)
     .Outputs({paddle::Grad("X"), paddle::Grad("Y")})
     .Attrs({"threads: int"})
     .SetKernelFn(PD_KERNEL(AddReluGrad));
+
+PD_BUILD_OP(pcnn_batch_norm_relu_train)
+    .Inputs({"X", "Scale", "Shift", "Mean", "Variance"})
+    .Outputs({"Y", "BatchMean", "BatchVariance", "Workspace"})
+    .Attrs({"epsilon: float", "momentum: float", "threads: int"})
+    .SetKernelFn(PD_KERNEL(BatchNormReluTrain))
+    .SetInferShapeFn(PD_INFER_SHAPE(BnReluTrainShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(BnReluTrainDtype));
+
+PD_BUILD_GRAD_OP(pcnn_batch_norm_relu_train)
+    .Inputs({"X", "Scale", "BatchMean", "BatchVariance", "Workspace",
+             paddle::Grad("Y")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("Scale"), paddle::Grad("Shift")})
+    .Attrs({"epsilon: float", "momentum: float", "threads: int"})
+    .SetKernelFn(PD_KERNEL(BatchNormReluTrainGrad));
