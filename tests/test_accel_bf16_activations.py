@@ -238,3 +238,45 @@ def test_the_trainer_keeps_bf16_activations_when_switched_on(bf16_ops, tmp_path,
     losses = [h["train_loss"] for h in result.history]
     assert np.isfinite(losses).all() and losses[1] < losses[0]
     assert all(str(v.dtype).endswith("float32") for v in result.model.state_dict().values())
+
+
+def test_float32_chains_follow_paddle_and_come_off_with_remove(bf16_ops, monkeypatch, tmp_path):
+    """PADDLE_CNN_ACCEL_CHAIN=1: every batch norm and ReLU through oneDNN, the residual blocks' first batch norm
+    with its fused ReLU and their sum with the last ReLU: float32 values and gradients as Paddle's."""
+    from helpers import saved_op_types
+
+    rng = np.random.default_rng(16)
+    x = paddle.to_tensor(rng.standard_normal((8, 1, 32, 32)).astype("float32"))
+    y = paddle.to_tensor(rng.integers(0, 10, 8))
+    out_r, grads_r, losses_r, _, _ = _run("resnet18", 32, "paddle", x, y, steps=2)
+    monkeypatch.setenv(bf16.CHAIN_ENV, "1")
+    paddle.seed(3)
+    model = get_model("resnet18", input_size=32)
+    status = accel.apply(model, "on", log=None)
+    assert status["chain_layers"] == 17 + 9 + 8 + 1 and "layers routed for float32 chains" in status["reason"]
+    opt = paddle.optimizer.SGD(0.005, parameters=model.parameters())
+    losses = []
+    for step in range(2):
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        loss.backward()
+        if step == 0:
+            assert out.dtype == paddle.float32 and _error(out, out_r) <= 1e-4
+            for n, p in model.named_parameters():
+                if n in grads_r and not (n.endswith("bias") and ".conv" in n or n == "stem.0.bias"):
+                    assert _error(p.grad, grads_r[n]) <= 1e-3, n
+        opt.step()
+        opt.clear_grad()
+        losses.append(float(loss))
+    np.testing.assert_allclose(losses, losses_r, rtol=1e-4)
+    model.eval()
+    path = str(tmp_path / "model")
+    paddle.jit.save(model, path, input_spec=[paddle.static.InputSpec([None, 1, 32, 32], "float32")])
+    assert not [op for op in saved_op_types(path) if "pcnn" in op]
+    accel.remove(model)
+    assert not any(accel.conv.is_routed(m) or layers.is_routed(m) or bf16.BF16_KEY in m.__dict__
+                   for m in model.sublayers())
+    monkeypatch.setenv(bf16.CHAIN_ENV, "perhaps")
+    status = accel.apply(model, "on", log=None)
+    assert "chain_layers" not in status and f"{bf16.CHAIN_ENV}='perhaps'" in status["reason"]
+    accel.remove(model)

@@ -196,12 +196,25 @@ def apply(model, mode: str = "auto", threads: int | None = None, log=print) -> d
     left = "".join(f"; {n} left on Paddle's conv ({why})" for why, n in skipped.items())
     other, other_note = layers.apply_layers(model, threads)  # batch norm, pooling, ReLU
     left += other_note
+    chain = None
+    if routed and layers.checked()[0]:
+        from .bf16 import _route_activations, chain_requested
+
+        try:
+            wanted = chain_requested()
+        except ValueError as e:  # a bad setting: said in the log line, as apply() never raises in auto
+            wanted, left = False, f"{left}; {e}"
+        if wanted:  # float32 chains (issue 38): every batch norm and ReLU, residual sums fused with their ReLU
+            chain = _route_activations(model, threads)
+            left += f"; {chain} layers routed for float32 chains"
     if routed:
         which = f" ({transposed} transposed)" if transposed else ""
         reason = f"{routed} convolution layers{which} through oneDNN {version}{left}"
     else:
         reason = f"no convolution layer the operator covers (float32, NCHW, groups 1){left}"
     status.update(enabled=routed > 0, reason=reason, onednn_version=version, layers=routed, other_layers=other)
+    if chain is not None:
+        status["chain_layers"] = chain
     def plural(n):
         return f"{n} thread" + ("s" if n != 1 else "")
 
@@ -216,6 +229,9 @@ def remove(model) -> int:
 
     if not isinstance(model, nn.Layer):
         raise TypeError(f"accel.remove expects a paddle.nn.Layer, got {type(model).__name__}")
+    from .bf16 import disable_bf16
+
+    disable_bf16(model)  # bf16 routes, residual blocks and global pooling of chains first: they wrap the others
     convs = sum(unroute(layer) for layer in model.sublayers(include_self=True))
     layers.unroute_model(model)  # batch norm, pooling, ReLU too; the count stays the convolutions'
     return convs

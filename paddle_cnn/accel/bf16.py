@@ -278,6 +278,22 @@ def activation_blockers(model) -> list:
     return blockers
 
 
+CHAIN_ENV = "PADDLE_CNN_ACCEL_CHAIN"  # "1": float32 chains too (accel.apply), off by default until measured
+
+
+def chain_requested(value: str | None = None) -> bool:
+    """Whether ``accel.apply`` routes float32 chains: ``value``, else the environment variable CHAIN_ENV."""
+    import os
+
+    raw = os.environ.get(CHAIN_ENV, "0") if value is None else value
+    word = raw.strip().lower()
+    if word in ("1", "on", "true", "yes"):
+        return True
+    if word in ("0", "off", "false", "no", ""):
+        return False
+    raise ValueError(f"{CHAIN_ENV}={raw!r}: use 1 (batch norm, ReLU and residual sums through oneDNN) or 0")
+
+
 def _route_activations(model, threads) -> int:
     """Route what bf16 activations need besides the convolutions and linear layers; how many layers."""
     from paddle import nn
