@@ -431,14 +431,21 @@ def grade_one(entry: str, ctx: Context, work: Path) -> dict:
         shutil.rmtree(dest, ignore_errors=True)
 
 
-def _worker(conn, test_data, accept_smoke, work) -> None:
-    """A grading process: load the test set once, then grade what the parent sends until it sends None."""
+def _worker(conn, test_data, accept_smoke, work, threads: int = 0) -> None:
+    """A grading process: load the test set once, then grade what the parent sends until it sends None.
+
+    ``threads``: its share of the cores (MKL threads), so that one slow submission does not starve the
+    others' time limits."""
     os.environ.setdefault("GLOG_minloglevel", "2")
     import warnings
 
     warnings.simplefilter("ignore")
     try:
         ctx = Context(test_data, accept_smoke)
+        if threads:
+            from ..runtime import set_cpu_threads
+
+            set_cpu_threads(threads)
     except Exception as e:  # noqa: BLE001 - the parent reports it once, in one line
         conn.send({"fatal": f"{type(e).__name__}: {e}"})
         return
@@ -478,8 +485,10 @@ class _Pool:
     def __init__(self, jobs: int, test_data, accept_smoke: bool, work: str):
         import multiprocessing as mp
 
+        from ..runtime import physical_cores
+
         self.mp = mp.get_context("spawn")
-        self.args = (test_data, accept_smoke, work)
+        self.args = (test_data, accept_smoke, work, max(1, physical_cores() // jobs))
         self.jobs = jobs
         self.workers = []
 

@@ -17,8 +17,9 @@ convolution kernel, so the trial fails at once there and float32 is kept (the
 reason is recorded).
 
 Re-scoring (:func:`score`) loads the program with ``paddle.jit.load`` after
-:func:`check_operators` has read its operator list against :data:`ALLOWED_OPS`:
-nothing a student wrote is imported or run.
+:func:`paddle_cnn.export.read_meta` has checked export.json and every file's
+SHA-256 and :func:`check_operators` has read its operator list against
+:data:`ALLOWED_OPS`: nothing a student wrote is imported or run.
 """
 from __future__ import annotations
 
@@ -199,6 +200,12 @@ def score(folder, data, tta: str = "none", batch_size: int = EVAL_BATCH) -> floa
 
     from .. import metrics
 
+    from ..export import ExportError, read_meta
+
+    try:
+        read_meta(folder)          # export.json valid, every file matching its SHA-256
+    except ExportError as e:
+        raise ProgramError(str(e)) from None
     check_operators(folder)
     layer = paddle.jit.load(str(Path(folder) / "model"))
     layer.eval()
