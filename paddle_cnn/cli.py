@@ -284,14 +284,17 @@ def cmd_homework(args) -> int:
         problems = homework.check(args.root)
         for line in problems:
             print(line)
+        # 2: the folder cannot be a genuine record (unsafe files, impossible values): that one line alone;
+        # 1: it is inconsistent
+        if any(isinstance(p, homework.Refusal) for p in problems):
+            return 2
         from .homework.check import missing_student_runs
 
         for line in missing_student_runs(args.root):
             print(f"note: {line}")
         if not problems:
             print(f"{homework.homework_root(args.root)}: every check holds")
-        # 2: the folder cannot be a genuine record (unsafe files, impossible values); 1: it is inconsistent
-        return 2 if any(isinstance(p, homework.Refusal) for p in problems) else 1 if problems else 0
+        return 1 if problems else 0
     if args.action == "pack":
         from .homework.pack import pack
 
