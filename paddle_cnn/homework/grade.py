@@ -28,23 +28,17 @@ import stat
 import sys
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Optional
 
 from .. import atomic
+from .intake import Unreadable, check_name, copy_folder, read_json, read_text, unpack_zip
 from ..tasks import get_task
 
 COLUMNS = ("student", "section", "status", "run", "claimed", "rescored", "exercise", "own_network", "flags",
            "points", "max_points", "reason")
 STATUSES = ("ok", "failed check", "timeout", "unreadable")
 CLAIM_TOLERANCE = 0.003          # |claimed - re-scored| test accuracy on the same test images
-MAX_MEMBER = 512 * 2**20         # bytes of one file of a submission
-MAX_TOTAL = 2 * 2**30            # bytes of a whole submission, unpacked
-MAX_MEMBERS = 5000
-MAX_RATIO = 200                  # a zip member inflating more than this (and past 1 MB) is treated as a bomb
-MAX_JSON = 16 * 2**20            # results.json / manifest.json
-MAX_TEXT = 2**20                 # README.md, a source file
 DEFAULT_TIMEOUT = 600.0
 # Points of a section (docs/TEACHERS.md): the reference run re-scored as claimed, the exercise passed, the
 # student's own network recorded and re-scored as claimed. Sections without a block slot: 5 + 5.
@@ -62,140 +56,6 @@ FLAGS = {
     "not_rescored": "a run could not be re-scored from its program (no program, a refused operator, or not "
                     "a classification run)",
 }
-
-
-class Unreadable(Exception):
-    """A submission (or one of its files) cannot be read safely; the message is the row's reason."""
-
-
-# --------------------------------------------------------------------------- reading untrusted input
-def _check_name(name: str) -> str:
-    """The archive member name as a relative POSIX path, or Unreadable for anything that could leave the folder."""
-    if "\\" in name or name.startswith("/") or re.match(r"^[A-Za-z]:", name) or "\x00" in name:
-        raise Unreadable(f"member {name!r} has an absolute or Windows path")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts):
-        raise Unreadable(f"member {name!r} points out of the archive (..)")
-    return "/".join(parts)
-
-
-def _copy_capped(src, dst: Path, declared: int, name: str) -> None:
-    """Copy at most ``declared`` bytes; Unreadable when the stream holds more (a header that lies)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    written = 0
-    with open(dst, "wb") as out:
-        while True:
-            chunk = src.read(min(2**20, declared - written + 1))
-            if not chunk:
-                break
-            written += len(chunk)
-            if written > declared:
-                raise Unreadable(f"member {name} inflates past the {declared:,} bytes its header declares")
-            out.write(chunk)
-
-
-def unpack_zip(path: Path, dest: Path) -> None:
-    """Extract a submission archive into ``dest`` after checking every member's name, kind and declared size."""
-    size = os.stat(path).st_size
-    if size > MAX_TOTAL:
-        raise Unreadable(f"the archive is {size / 2**30:.1f} GB, more than the {MAX_TOTAL // 2**30} GB a submission "
-                         "may hold")
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise Unreadable(f"not a readable zip archive ({type(e).__name__}: {str(e)[:80]})") from None
-    with zf:
-        infos = zf.infolist()
-        if len(infos) > MAX_MEMBERS:
-            raise Unreadable(f"the archive has {len(infos):,} members, more than {MAX_MEMBERS:,}")
-        total = 0
-        for info in infos:
-            name = _check_name(info.filename)
-            kind = (info.external_attr >> 16) & 0o170000
-            if kind == stat.S_IFLNK:
-                raise Unreadable(f"member {name} is a symbolic link; links are not accepted")
-            if kind not in (0, stat.S_IFREG, stat.S_IFDIR) and not info.is_dir():
-                raise Unreadable(f"member {name} is not a regular file")
-            if info.is_dir():
-                continue
-            if info.file_size > MAX_MEMBER:
-                raise Unreadable(f"member {name} is {info.file_size / 2**20:,.0f} MB, more than the "
-                                 f"{MAX_MEMBER // 2**20} MB a file may have")
-            if info.file_size > 2**20 and info.file_size > MAX_RATIO * max(1, info.compress_size):
-                raise Unreadable(f"member {name} inflates {info.file_size / max(1, info.compress_size):,.0f} times "
-                                 f"(a zip bomb?); refused")
-            total += info.file_size
-            if total > MAX_TOTAL:
-                raise Unreadable(f"the archive unpacks to more than {MAX_TOTAL // 2**30} GB")
-        for info in infos:
-            if info.is_dir():
-                continue
-            name = _check_name(info.filename)
-            try:
-                with zf.open(info) as src:
-                    _copy_capped(src, dest / name, info.file_size, name)
-            except (zipfile.BadZipFile, OSError, RuntimeError, NotImplementedError, EOFError) as e:
-                if isinstance(e, Unreadable):
-                    raise
-                raise Unreadable(f"member {name} cannot be extracted ({type(e).__name__}: {str(e)[:80]})") from None
-
-
-def copy_folder(src: Path, dest: Path) -> None:
-    """Copy a submission folder into ``dest``: regular files only, no links, sizes capped before reading."""
-    total, count = 0, 0
-    for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
-        for name in sorted(dirnames + filenames):
-            path = Path(dirpath) / name
-            rel = path.relative_to(src).as_posix()
-            mode = os.lstat(path).st_mode
-            if stat.S_ISLNK(mode):
-                target = os.path.realpath(path)
-                outside = not target.startswith(os.path.realpath(src) + os.sep)
-                raise Unreadable(f"{rel} is a symbolic link{' out of the folder' if outside else ''}; links are not "
-                                 "accepted")
-            if stat.S_ISDIR(mode):
-                continue
-            if not stat.S_ISREG(mode):
-                what = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device or special file"
-                raise Unreadable(f"{rel} is {what}, not a regular file")
-            size = os.lstat(path).st_size
-            if size > MAX_MEMBER:
-                raise Unreadable(f"{rel} is {size / 2**20:,.0f} MB, more than the {MAX_MEMBER // 2**20} MB a file "
-                                 "may have")
-            total += size
-            count += 1
-            if total > MAX_TOTAL or count > MAX_MEMBERS:
-                raise Unreadable(f"the folder holds more than {MAX_TOTAL // 2**30} GB or {MAX_MEMBERS:,} files")
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-            with os.fdopen(fd, "rb") as f:
-                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):   # swapped for a FIFO since the check
-                    raise Unreadable(f"{rel} is not a regular file")
-                _copy_capped(f, dest / rel, size, rel)
-
-
-def _read_json(path: Path, what: str):
-    from .programs import _depth_ok
-
-    if not path.is_file():
-        raise Unreadable(f"{what} is missing")
-    if path.stat().st_size > MAX_JSON:
-        raise Unreadable(f"{what} is larger than {MAX_JSON // 2**20} MB")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise Unreadable(f"{what} is not UTF-8 text") from None
-    if not _depth_ok(text):
-        raise Unreadable(f"{what} nests too deeply to be ours")
-    try:
-        return json.loads(text)
-    except ValueError as e:
-        raise Unreadable(f"{what} is not valid JSON ({str(e)[:80]})") from None
-
-
-def _read_text(path: Path) -> Optional[str]:
-    if not path.is_file() or path.stat().st_size > MAX_TEXT:
-        return None
-    return path.read_text(encoding="utf-8", errors="replace")
 
 
 # --------------------------------------------------------------------------- one submission (in a worker)
@@ -309,7 +169,7 @@ def _section(folder: Path, ctx: Context, student: Optional[str], seed: Optional[
     section = folder.name
     out = {"section": section, "problems": [], "flags": set(), "runs": {}, "fingerprints": {}}
     try:
-        _read_json(folder / "results.json", f"{section}/results.json")     # size and depth, before the parser
+        read_json(folder / "results.json", f"{section}/results.json")     # size and depth, before the parser
         doc = load_results(folder / "results.json", folder)               # schema; NaN and infinities refused
     except (Unreadable, ValueError, OSError) as e:
         out["problems"].append(str(e))
@@ -350,7 +210,7 @@ def _section(folder: Path, ctx: Context, student: Optional[str], seed: Optional[
         if info["implementation"] == "student":
             info["exercise"] = (run_.get("exercise") or {}).get("outcome", "not run")
             src = run_.get("source") or {}
-            text = _read_text(folder / src["file"]) if isinstance(src.get("file"), str) and ".." not in src["file"] \
+            text = read_text(folder / src["file"]) if isinstance(src.get("file"), str) and ".." not in src["file"] \
                 else None
             out["fingerprints"]["source"] = source_sha256(text) if text is not None else src.get("sha256")
         else:
@@ -359,7 +219,7 @@ def _section(folder: Path, ctx: Context, student: Optional[str], seed: Optional[
                                 "failed" if any(p is False for p in passed) else "not run")
         out["fingerprints"].setdefault("history", {})[name] = [_history_fingerprint(run_), run_seed]
         out["runs"][name] = info
-    out["fingerprints"]["analysis"] = _analysis(_read_text(folder / "README.md"))
+    out["fingerprints"]["analysis"] = _analysis(read_text(folder / "README.md"))
     out["slot"] = section in SLOTS
     out["exercise"] = bool(section_exercises(section))
     return out
@@ -369,7 +229,7 @@ def _manifest(root: Path) -> tuple:
     """(manifest, problems, student, seed) of an unpacked submission."""
     from .student import seed_for, student_id
 
-    manifest = _read_json(root / "manifest.json", "manifest.json")
+    manifest = read_json(root / "manifest.json", "manifest.json")
     if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
         raise Unreadable("manifest.json is not a submission manifest (made by `paddle-cnn homework pack`)")
     try:
@@ -380,7 +240,7 @@ def _manifest(root: Path) -> tuple:
     listed = set()
     for name, want in manifest["files"].items():
         try:
-            rel = _check_name(str(name))
+            rel = check_name(str(name))
         except Unreadable as e:
             raise Unreadable(f"manifest.json: {e}") from None
         listed.add(rel)

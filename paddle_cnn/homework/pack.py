@@ -31,7 +31,7 @@ MANIFEST = "manifest.json"
 KIND = "paddle_cnn homework submission"
 VERSION = 1
 TOP_FILES = ("results.json", "README.md")        # besides *.png, source/ and programs/
-MAX_PACKED_FILE = 512 * 2**20                    # the grader's cap per member (grade.MAX_MEMBER)
+MAX_PACKED_FILE = 512 * 2**20                    # the grader's cap per member (intake.MAX_MEMBER)
 
 
 def _members(folder: Path) -> list:
