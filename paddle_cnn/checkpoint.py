@@ -17,10 +17,10 @@ builds dicts, lists, tuples and NumPy arrays; anything else in such a file is
 refused.
 
 The SHA-256 is a checksum, not a signature: a crafted file can carry a correct
-one. So reading is bounded (see "bounded reading" below): the file's size, each
-member's declared size, every ``.npy`` header against its bytes, the nesting of
-``state.json`` and the old pickle reader's walk are checked before memory is
-spent; and :func:`load` checks what resume, export and predict use -- the
+one. So reading is bounded (:mod:`paddle_cnn.checkpoint_bounds`): the file's
+size, each member's declared size, every ``.npy`` header against its bytes, the
+nesting of ``state.json`` and the old pickle reader's walk are checked before
+memory is spent; and :func:`load` checks what resume, export and predict use -- the
 configuration (:meth:`TrainConfig.validate`, and a model built from it without
 allocating has exactly the file's weights), the optimizer state, the history's
 numbers, float32 and finite weights.
@@ -35,7 +35,6 @@ import io
 import json
 import math
 import pickle
-import re
 import zipfile
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -43,15 +42,13 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic
-from .config import HORIZON_SCHEDULES, TrainConfig, TrainingError
+from . import checkpoint_bounds as bounds
+from .checkpoint_bounds import FIX, CheckpointError, refused
+from .config import HORIZON_SCHEDULES, TrainConfig
 
 CHECKPOINT = "checkpoint.pdckpt"
 FORMAT = 2
 _MAGIC = b"PK\x03\x04"
-
-
-class CheckpointError(TrainingError, ValueError):
-    """A checkpoint that cannot be used: damaged, foreign, or from another run; the message says which."""
 
 
 # --------------------------------------------------------------------------- encoding
@@ -126,15 +123,15 @@ def loads(blob: bytes, where: str = "checkpoint") -> dict:
         if blob[:1] == b"\x80":
             return _load_legacy(blob, where)
         raise CheckpointError(f"checkpoint damaged: {where} is not a paddle_cnn checkpoint (unknown file type)")
-    doc, members, expected = _bounded_members(blob, where)
+    doc, members, expected = bounds.archive_members(blob, where)
     digest = hashlib.sha256(doc)
     for m in members:
         digest.update(m)
     if digest.hexdigest() != expected:
         raise CheckpointError(f"checkpoint damaged: {where} does not match its SHA-256 (changed or truncated "
                               "after it was written); use another copy or train without --resume")
-    parsed = _bounded_json(doc, where)
-    tensors = [_bounded_npy(m, f"tensors/{i}.npy", where) for i, m in enumerate(members)]
+    parsed = bounds.state_json(doc, where)
+    tensors = [bounds.npy_array(m, f"tensors/{i}.npy", where) for i, m in enumerate(members)]
     if not isinstance(parsed, dict) or parsed.get("format") != FORMAT:
         raise CheckpointError(f"{where} has checkpoint format {parsed.get('format') if isinstance(parsed, dict) else '?'}"
                               f", this paddle_cnn reads format {FORMAT}: update paddle_cnn or train anew")
@@ -144,7 +141,7 @@ def loads(blob: bytes, where: str = "checkpoint") -> dict:
         if isinstance(e, CheckpointError):
             raise
         raise CheckpointError(f"checkpoint refused: {where} holds a state.json paddle_cnn never writes ({e}); "
-                              f"{_FIX}") from None
+                              f"{FIX}") from None
     return _checked(state, where)
 
 
@@ -161,7 +158,7 @@ class _ArraysOnly(pickle.Unpickler):
             raise CheckpointError(f"refused: the old-format checkpoint asks for {module}.{name}, which a "
                                   "checkpoint never holds")
         found = super().find_class(module, name)
-        return _bounded_reconstruct(found) if name == "_reconstruct" else found
+        return bounds.bounded_reconstruct(found) if name == "_reconstruct" else found
 
 
 def _load_legacy(blob: bytes, where: str) -> dict:
@@ -173,7 +170,7 @@ def _load_legacy(blob: bytes, where: str) -> dict:
         raise CheckpointError(f"checkpoint damaged: {where} cannot be read ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or state.get("format") != 1:
         raise CheckpointError(f"checkpoint damaged: {where} is not a paddle_cnn checkpoint")
-    return _checked(_bounded_unwrap_legacy(state, where), where)
+    return _checked(bounds.unwrap_legacy(state, where), where)
 
 
 def _checked(state, where: str) -> dict:
@@ -189,190 +186,10 @@ def _checked(state, where: str) -> dict:
     return state
 
 
-# --------------------------------------------------------------------------- bounded reading
-# A checkpoint is a file a user hands us, and its SHA-256 is a checksum, not a signature: whoever crafts a
-# file can recompute it. So everything a file declares (sizes, shapes, dtypes, nesting) is checked against
-# these limits before memory is spent on it, and what a run needs is checked before anything uses it.
-MAX_FILE_BYTES = 8 * 2**30        # VGG-11 at the course profile with Adam and --ema is about 2.6 GB
-MAX_STATE_BYTES = 8 * 2**20       # state.json: config, history, scalars; real ones are tens of KB
-MAX_MEMBERS = 100_000             # tensors in one archive (ResNet-18 with momentum: about 200)
-MAX_ELEMENTS = 2**31 - 1          # elements of one tensor (Paddle's int32 shapes)
-MAX_DEPTH = 64                    # nesting of state.json / an old pickle; real states nest about 12 deep
-MAX_NODES = 100_000               # values walked in an old-format state; real ones hold a few thousand
+# --------------------------------------------------------------------------- what a run needs
+# The file's structure is bounded by checkpoint_bounds before anything is allocated; what a run needs from the
+# decoded state (its configuration, weights, optimizer state and history) is checked here before anything uses it.
 MAX_LOADED_RESIZE = 1024          # input side of a loaded run: above any course profile (224) by far
-NUMBER_KINDS = "biuf"             # bool, int, unsigned, float: the only array kinds a checkpoint holds
-_FIX = "use the checkpoint your training wrote (or another copy), or train anew"
-
-
-def _refused(where: str, what: str) -> CheckpointError:
-    return CheckpointError(f"checkpoint refused: {where} {what}; {_FIX}")
-
-
-def _mb(n: int) -> str:
-    return f"{n / 2**20:,.1f} MB" if n >= 2**20 else f"{n:,} bytes"
-
-
-def _bounded_read(path: Path) -> bytes:
-    """The bytes of ``path`` if it is a regular file no larger than :data:`MAX_FILE_BYTES`."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise _refused(str(path), f"is {_mb(size)}, more than the {_mb(MAX_FILE_BYTES)} a checkpoint can be")
-        with open(path, "rb") as f:
-            blob = f.read(size)
-            grown = f.read(1)    # the file may have grown since stat: then it is being written
-    except OSError as e:
-        raise CheckpointError(f"checkpoint {path} cannot be read ({e.strerror or e})") from None
-    if grown:
-        raise CheckpointError(f"checkpoint {path} changed while it was read (is a training writing it?); "
-                              "wait for it to finish")
-    return blob
-
-
-def _bounded_members(blob: bytes, where: str) -> tuple:
-    """(state.json bytes, tensor member bytes in order, expected SHA-256) of the archive ``blob``.
-
-    Every member's declared size is checked before it is read, and no read takes more than its
-    limit: paddle_cnn writes members uncompressed, so nothing here inflates.
-    """
-    try:
-        with zipfile.ZipFile(io.BytesIO(blob)) as z:
-            infos = z.infolist()
-            if len(infos) > MAX_MEMBERS + 2:
-                raise _refused(where, f"holds {len(infos):,} members, more than the {MAX_MEMBERS:,} tensors a "
-                                      "checkpoint holds")
-            by_name = {info.filename: info for info in infos}
-            if len(by_name) != len(infos):
-                raise _refused(where, "holds two members of the same name")
-            if not {"state.json", "sha256"} <= set(by_name):
-                raise CheckpointError(f"checkpoint damaged: {where} is a zip archive but not a paddle_cnn checkpoint")
-            count = sum(1 for n in by_name if n.startswith("tensors/"))
-
-            def read(name: str, limit: int, what: str) -> bytes:
-                info = by_name.get(name)
-                if info is None:
-                    raise CheckpointError(f"checkpoint damaged: {where} lacks {name}")
-                if info.file_size > limit:
-                    raise _refused(where, f"declares {name} as {_mb(info.file_size)} unpacked, more than the "
-                                          f"{_mb(limit)} {what}")
-                if info.compress_type != zipfile.ZIP_STORED or info.file_size != info.compress_size:
-                    raise _refused(where, f"holds {name} compressed, and paddle_cnn writes checkpoints "
-                                          "uncompressed (a re-packed or crafted file)")
-                with z.open(info) as f:
-                    data = f.read(limit + 1)
-                if len(data) > limit:    # more than declared: zipfile trusts the header, we do not
-                    raise _refused(where, f"holds a {name} larger than it declares")
-                return data
-
-            doc = read("state.json", MAX_STATE_BYTES, "a checkpoint's state.json holds")
-            members = [read(f"tensors/{i}.npy", len(blob), "of the whole file") for i in range(count)]
-            expected = read("sha256", 128, "a SHA-256 takes").decode("ascii", "replace").strip()
-    except CheckpointError:
-        raise
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError, ValueError, RuntimeError, NotImplementedError) as e:
-        raise CheckpointError(f"checkpoint damaged: {where} cannot be read ({e})") from None
-    return doc, members, expected
-
-
-def _bounded_npy(data: bytes, name: str, where: str) -> np.ndarray:
-    """The array in the ``.npy`` bytes ``data``, its header checked against the bytes before any allocation."""
-    f = io.BytesIO(data)
-    try:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise ValueError(f"unknown .npy version {version}")
-    except (ValueError, TypeError, SyntaxError, EOFError) as e:
-        raise CheckpointError(f"checkpoint damaged: {where} member {name} has no valid .npy header ({e})") from None
-    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in NUMBER_KINDS:
-        raise _refused(where, f"member {name} holds {dtype} values, and a checkpoint holds numbers only")
-    if any(d < 0 for d in shape):
-        raise CheckpointError(f"checkpoint damaged: {where} member {name} declares the shape {list(shape)}")
-    elements = 1
-    for d in shape:
-        elements *= d
-    if elements > MAX_ELEMENTS:
-        raise _refused(where, f"member {name} declares {elements:,} elements ({list(shape)}), more than the "
-                              f"{MAX_ELEMENTS:,} a tensor can hold")
-    if elements * dtype.itemsize != len(data) - f.tell():
-        raise _refused(where, f"member {name} declares {list(shape)} {dtype} ({elements * dtype.itemsize:,} bytes) "
-                              f"but holds {len(data) - f.tell():,} bytes")
-    array = np.frombuffer(data, dtype=dtype, count=elements, offset=f.tell())
-    array = array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
-    return np.array(array, order="C")     # a writable copy that owns its memory
-
-
-def _json_depth(doc: bytes) -> int:
-    """The deepest nesting of ``[``/``{`` in the JSON text ``doc`` (brackets inside strings ignored)."""
-    bare = re.sub(rb'"(?:[^"\\]|\\.)*"', b'""', doc)
-    codes = np.frombuffer(bare, dtype=np.uint8)
-    steps = np.zeros(len(codes), dtype=np.int32)
-    steps[(codes == ord("[")) | (codes == ord("{"))] = 1
-    steps[(codes == ord("]")) | (codes == ord("}"))] = -1
-    return int(np.cumsum(steps).max(initial=0))
-
-
-def _bounded_json(doc: bytes, where: str):
-    if len(doc) > MAX_STATE_BYTES:
-        raise _refused(where, f"holds a state.json of {_mb(len(doc))}, more than {_mb(MAX_STATE_BYTES)}")
-    depth = _json_depth(doc)
-    if depth > MAX_DEPTH:
-        raise _refused(where, f"holds a state.json nested {depth:,} deep, more than the {MAX_DEPTH} a checkpoint "
-                              "uses")
-    try:
-        return json.loads(doc.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise CheckpointError(f"checkpoint damaged: {where} cannot be decoded ({str(e)[:200]})") from None
-
-
-def _bounded_reconstruct(reconstruct):
-    """NumPy's pickle constructor, limited to the empty array NumPy's own pickles start from.
-
-    A NumPy pickle builds ``_reconstruct(ndarray, (0,), b'b')`` and then fills it from bytes in the
-    file (whose size ``__setstate__`` checks); a crafted one could ask for any shape here instead.
-    """
-    def bounded(cls, shape, dtype):
-        if cls is not np.ndarray or tuple(shape) != (0,):
-            raise CheckpointError("refused: the old-format checkpoint builds an array in a way NumPy never "
-                                  "pickles one")
-        return reconstruct(cls, shape, dtype)
-    return bounded
-
-
-def _bounded_unwrap_legacy(state, where: str):
-    """The old-format state with ``paddle.save``'s (name, array) pairs as arrays, walking at most
-    :data:`MAX_NODES` values no deeper than :data:`MAX_DEPTH`.
-
-    A pickle can share one list many times, so a few hundred bytes can stand for 2**80 values;
-    the walk counts visits, not distinct objects, and stops at the budget.
-    """
-    left = [MAX_NODES]
-
-    def walk(obj, depth):
-        left[0] -= 1
-        if left[0] < 0:
-            raise _refused(where, f"holds more than {MAX_NODES:,} values (shared many times over, or "
-                                  "crafted); a run's state holds a few thousand")
-        if depth > MAX_DEPTH:
-            raise _refused(where, f"nests deeper than the {MAX_DEPTH} levels a checkpoint uses")
-        if isinstance(obj, np.ndarray):
-            if obj.dtype.hasobject or obj.dtype.kind not in NUMBER_KINDS or obj.dtype.fields is not None:
-                raise _refused(where, f"holds an array of {obj.dtype}, and a checkpoint holds numbers only")
-            return obj
-        if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], str) and isinstance(obj[1], np.ndarray):
-            return walk(obj[1], depth + 1)   # paddle.save stores a tensor as (name, ndarray)
-        if isinstance(obj, dict):
-            return {walk(k, depth + 1): walk(v, depth + 1) for k, v in obj.items()}
-        if isinstance(obj, list):
-            return [walk(v, depth + 1) for v in obj]
-        if isinstance(obj, tuple):
-            return tuple(walk(v, depth + 1) for v in obj)
-        return obj
-
-    return walk(state, 0)
 
 
 def _is_number(value) -> bool:
@@ -384,7 +201,7 @@ def _bounded_weights(weights: dict, where: str, what: str) -> None:
         if not isinstance(value, np.ndarray):
             raise CheckpointError(f"checkpoint damaged: {where} {what} entry {name!r} is not an array")
         if value.dtype != np.float32:
-            raise _refused(where, f"holds {what} weight {name} as {value.dtype}, and paddle_cnn writes float32 weights")
+            raise refused(where, f"holds {what} weight {name} as {value.dtype}, and paddle_cnn writes float32 weights")
         if not np.isfinite(value).all():
             raise CheckpointError(f"checkpoint refused: {where} holds NaN or infinite values in {what} weight "
                                   f"{name}: its run diverged or the file was edited; use an earlier copy or "
@@ -401,9 +218,9 @@ def _bounded_finite(value, where: str, what: str) -> None:
         elif isinstance(obj, (list, tuple)):
             stack.extend((v, f"{path}[{i}]") for i, v in enumerate(obj))
         elif isinstance(obj, np.ndarray) and obj.dtype.kind == "f" and not np.isfinite(obj).all():
-            raise _refused(where, f"holds NaN or infinite values in {path}")
+            raise refused(where, f"holds NaN or infinite values in {path}")
         elif isinstance(obj, float) and not math.isfinite(obj):
-            raise _refused(where, f"holds the value {obj} in {path}")
+            raise refused(where, f"holds the value {obj} in {path}")
 
 
 def _bounded_config(state: dict, where: str) -> TrainConfig:
@@ -412,14 +229,14 @@ def _bounded_config(state: dict, where: str) -> TrainConfig:
     try:
         values = {k: v for k, v in json.loads(json.dumps(state["config"])).items() if k in known}
     except (TypeError, ValueError) as e:
-        raise _refused(where, f"holds a configuration that is not plain values ({e})") from None
+        raise refused(where, f"holds a configuration that is not plain values ({e})") from None
     values.update(model=state["model_name"], log_dir=None)   # log_dir names a folder on the training machine
     try:
         cfg = TrainConfig(**values).validate()
     except (TypeError, ValueError) as e:
-        raise _refused(where, f"holds a configuration paddle_cnn refuses ({e})") from None
+        raise refused(where, f"holds a configuration paddle_cnn refuses ({e})") from None
     if cfg.resize > MAX_LOADED_RESIZE:
-        raise _refused(where, f"says resize {cfg.resize}, more than the {MAX_LOADED_RESIZE} pixels paddle_cnn loads "
+        raise refused(where, f"says resize {cfg.resize}, more than the {MAX_LOADED_RESIZE} pixels paddle_cnn loads "
                               "(the course's largest input is 224)")
     return cfg
 
@@ -436,7 +253,7 @@ def _bounded_shapes(state: dict, cfg: TrainConfig, where: str) -> None:
         declared = declared_shapes(cfg)
     except Exception as e:   # a constructor refusing its arguments, or a shape past Paddle's int32 range
         first = (str(e).strip().splitlines() or [""])[0][:160]
-        raise _refused(where, f"holds a configuration whose {cfg.model} cannot be built ({type(e).__name__}: "
+        raise refused(where, f"holds a configuration whose {cfg.model} cannot be built ({type(e).__name__}: "
                               f"{first})") from None
     weights = [("model", state["model"])]
     if isinstance(state.get("ema"), dict):
@@ -444,9 +261,9 @@ def _bounded_shapes(state: dict, cfg: TrainConfig, where: str) -> None:
     for what, held in weights:
         for name, shape in declared.items():
             if name not in held:
-                raise _refused(where, f"lacks {what} weight {name}, which its configuration's {cfg.model} has")
+                raise refused(where, f"lacks {what} weight {name}, which its configuration's {cfg.model} has")
             if list(held[name].shape) != shape:
-                raise _refused(where, f"holds {what} weight {name} of shape {list(held[name].shape)}, and its "
+                raise refused(where, f"holds {what} weight {name} of shape {list(held[name].shape)}, and its "
                                       f"configuration's {cfg.model} has {shape}")
 
 
@@ -454,13 +271,13 @@ def _bounded_run_state(state: dict, where: str) -> None:
     """What resume, export and predict read from a run's state is there, of the right kind, and finite."""
     cfg = _bounded_config(state, where)
     if not isinstance(state.get("optimizer"), dict):
-        raise _refused(where, "has no optimizer state ('optimizer'), which every run's checkpoint holds")
+        raise refused(where, "has no optimizer state ('optimizer'), which every run's checkpoint holds")
     if state.get("scaler") is not None and not isinstance(state["scaler"], dict):
-        raise _refused(where, "holds a loss-scaler state that is not a table")
+        raise refused(where, "holds a loss-scaler state that is not a table")
     ema = state.get("ema")
     if ema is not None and not (isinstance(ema, dict) and isinstance(ema.get("shadow"), dict)
                                 and _is_number(ema.get("updates"))):
-        raise _refused(where, "holds a weight average ('ema') without its 'shadow' weights and 'updates' count")
+        raise refused(where, "holds a weight average ('ema') without its 'shadow' weights and 'updates' count")
     _bounded_weights(state["model"], where, "model")
     if ema is not None:
         _bounded_weights(ema["shadow"], where, "ema")
@@ -474,16 +291,16 @@ def _bounded_run_state(state: dict, where: str) -> None:
     history = state["history"]
     for i, record in enumerate(history):
         if not isinstance(record, dict) or record.get("epoch") != i + 1 or isinstance(record.get("epoch"), bool):
-            raise _refused(where, f"has a history whose epochs are not 1..{len(history)}")
+            raise refused(where, f"has a history whose epochs are not 1..{len(history)}")
         missing = [k for k in HISTORY_KEYS if not _is_number(record.get(k))]
         if missing:
-            raise _refused(where, f"has no finite {missing[0]!r} in epoch {i + 1} of its history")
+            raise refused(where, f"has no finite {missing[0]!r} in epoch {i + 1} of its history")
         # The last epoch may be saved before its evaluation (the trainer evaluates it on resume); a test
         # metric may be NaN (a mean IoU over no class present), but it is a number.
         value = record.get(metric)
         if (i + 1 < len(history) or value is not None) and (
                 not isinstance(value, (int, float)) or isinstance(value, bool)):
-            raise _refused(where, f"has no {metric!r} number in epoch {i + 1} of its history")
+            raise refused(where, f"has no {metric!r} number in epoch {i + 1} of its history")
 
 
 #: Numbers every epoch of a history holds (the epoch line, results.json and the curves read them).
@@ -501,7 +318,7 @@ def load(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
-    blob = _bounded_read(path)
+    blob = bounds.read_file(path)
     state = loads(blob, str(path))
     _bounded_run_state(state, str(path))
     return state

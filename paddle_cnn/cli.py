@@ -23,31 +23,24 @@ one ``error:`` line and exit code 2 (``--debug`` shows the traceback instead).
 Ctrl-C at any moment, even while Paddle is still loading, ends with one line
 and exit code 130; an interrupted run first says where its last complete epoch
 is. Output never fails on a stdout that cannot encode a character (it prints
-``?``), and Paddle's and matplotlib's INFO lines stay out of it.
+``?``), and Paddle's and matplotlib's INFO lines stay out of it. Those promises
+live in :mod:`paddle_cnn.console`; this module holds the parser and the commands.
 """
 from __future__ import annotations
 
 import argparse
 import ast
-import os
 import signal
 import sys
 import warnings
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+from . import console
 from .runtime import EXIT_INTERRUPTED  # 130
 
 EXIT_USAGE = 2
 _TYPES = {"int": int, "float": float, "str": str, "Optional[int]": int, "Optional[str]": str}
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM, turned into an exception so the run unwinds like Ctrl-C."""
-
-
-def _on_sigterm(signum, frame):
-    raise _Terminated()
 
 
 def _config_fields():
@@ -450,10 +443,10 @@ def main(argv=None) -> int:
 
     ours, rank = False, 0
     try:
-        _safe_streams()
+        console.safe_streams()
         if not debug:
-            _quiet_libraries()
-        bad = bad_environment()  # before Paddle loads: it reads PADDLE_TRAINER_ID while importing
+            console.quiet_libraries()
+        bad = console.bad_environment()  # before Paddle loads: it reads PADDLE_TRAINER_ID while importing
         if bad:
             print(f"error: {bad}", file=sys.stderr)
             return EXIT_USAGE
@@ -470,9 +463,9 @@ def main(argv=None) -> int:
         # (runtime.exit_on_interrupt): a KeyboardInterrupt inside Paddle's C++ start-up turns into an ImportError.
         # From here on it is a KeyboardInterrupt, so a run can stop its workers and say where its epochs are.
         ours = runtime.raise_on_interrupt()
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGTERM, console.on_sigterm)
         if not debug:
-            warnings.showwarning = _warning_line
+            warnings.showwarning = console.warning_line
         return _run_command(args, rank)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM outside a training loop (which says where its epochs are)
         if ours:
@@ -482,85 +475,13 @@ def main(argv=None) -> int:
         print("\ninterrupted" if rank == 0 else f"\ninterrupted (process {rank})", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (ImportError, OSError) as e:
-        if debug or not _environment_problem(e):
+        if debug or not console.environment_problem(e):
             raise
-        print(f"error: {_environment_line(e)}", file=sys.stderr)
+        print(f"error: {console.environment_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     finally:
         if ours:
             runtime.exit_on_interrupt()
-
-
-def _safe_streams() -> None:
-    """Whatever stdout's encoding (``PYTHONIOENCODING=ascii``, a GBK console), a character it cannot encode is
-    printed as ``?`` instead of ending the command in a UnicodeEncodeError; and under ``python -u`` (the
-    workers) each line is still written in one piece, so another process's line cannot land inside it."""
-    for stream in (sys.stdout, sys.stderr):
-        if not hasattr(stream, "reconfigure"):
-            continue
-        # strict: PYTHONIOENCODING=ascii or gbk; surrogateescape: the C locale (it passes undecodable bytes only)
-        changes = {"errors": "replace"} if stream.errors in ("strict", "surrogateescape") else {}
-        if getattr(stream, "write_through", False):
-            changes.update(write_through=False, line_buffering=True)
-        try:
-            if changes:
-                stream.reconfigure(**changes)
-        except (ValueError, OSError, AttributeError):  # a replaced stream that cannot change: leave it
-            pass
-
-
-def _quiet_libraries() -> None:
-    """No INFO lines from the libraries under us, unless the user asked for them.
-
-    Paddle's C++ INFO and WARNING lines (glog) are read once, when Paddle loads: on the GPU build without a GPU
-    it warns that libcudnn.so is missing before our first line; errors still show. Matplotlib logs
-    "generated new fontManager" at INFO on a first run, which Paddle's logging setup would print.
-    """
-    import logging
-
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    quiet = logging.getLogger("matplotlib")
-    if quiet.level == logging.NOTSET:
-        quiet.setLevel(logging.WARNING)
-
-
-#: Environment variables read as a whole number, each with its smallest value.
-NUMBER_VARIABLES = (("PADDLE_TRAINER_ID", 0), ("PADDLE_TRAINERS_NUM", 1))
-LAUNCHER_HINT = ("paddle.distributed.launch sets it for the processes it starts: unset it to train in one process "
-                 "(--nproc N for several), or start the command through the launcher")
-
-
-def bad_environment() -> str | None:
-    """One line naming an environment variable this package (or Paddle, while loading) cannot use; None if all
-    are usable. Read before Paddle is imported."""
-    environ = os.environ
-    numbers = {}
-    for name, least in NUMBER_VARIABLES:
-        if name not in environ:
-            continue
-        text = environ[name]
-        try:
-            numbers[name] = int(text)
-        except ValueError:
-            numbers[name] = None
-        if numbers[name] is None or numbers[name] < least:
-            return f"the environment variable {name}={text!r} is not a whole number >= {least}; {LAUNCHER_HINT}"
-    rank, world = numbers.get("PADDLE_TRAINER_ID"), numbers.get("PADDLE_TRAINERS_NUM", 1)
-    if world > 1 and rank is None:
-        return (f"the environment variable PADDLE_TRAINERS_NUM={world} says this is one of {world} processes but "
-                f"PADDLE_TRAINER_ID (its rank) is not set; {LAUNCHER_HINT}")
-    if rank is not None and rank >= world:
-        return (f"the environment variable PADDLE_TRAINER_ID={rank} is not a rank of "
-                f"{'PADDLE_TRAINERS_NUM=' + str(world) if 'PADDLE_TRAINERS_NUM' in environ else 'one process'} "
-                f"(0 to {world - 1}); {LAUNCHER_HINT}")
-    from .data import ALLOW_UNKNOWN_ENV, _allow_unknown_default
-
-    if ALLOW_UNKNOWN_ENV in environ:
-        try:
-            _allow_unknown_default()
-        except ValueError as e:
-            return str(e)
-    return None
 
 
 def _run_command(args, rank: int) -> int:
@@ -577,38 +498,3 @@ def _run_command(args, rank: int) -> int:
         sys.stderr.write((f"error: {e}" if rank == 0 else f"error (process {rank}): {e}") + "\n")
         sys.stderr.flush()
         return EXIT_USAGE
-
-
-def _warning_line(message, category, filename, lineno, file=None, line=None):
-    """A warning as one ``warning:`` line (Python prints its file, line and source line too).
-
-    Paddle's warnings that say nothing actionable are dropped before this
-    (runtime.PADDLE_NOISE); every other one still reaches the user, one line each.
-    """
-    text = str(message).strip().splitlines()
-    print(f"warning: {text[0] if text else category.__name__}", file=file or sys.stderr)
-
-
-def _environment_problem(error: BaseException) -> bool:
-    """An ImportError of a package we depend on, or a shared library that does not load: the installation,
-    not a bug of ours (an ImportError inside paddle_cnn itself still shows its traceback)."""
-    from .runtime import EnvironmentProblem
-
-    if isinstance(error, EnvironmentProblem):
-        return True
-    if isinstance(error, ImportError):
-        return bool(error.name) and error.name.split(".")[0] != "paddle_cnn"
-    text = str(error)
-    return ".so" in text and ("cannot open shared object" in text or "undefined symbol" in text)
-
-
-def _environment_line(error: BaseException) -> str:
-    from .runtime import EnvironmentProblem
-
-    if isinstance(error, EnvironmentProblem):
-        return str(error)
-    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    what = f"the package {error.name!r} cannot be imported" if isinstance(error, ImportError) and error.name \
-        else "a library does not load"
-    return (f"{what} ({first}); reinstall the requirements: pip install -r requirements.txt "
-            "(on AI Studio: pip install -r requirements-aistudio.txt), or run `paddle-cnn --debug ...` for details")

@@ -15,7 +15,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from paddle_cnn import checkpoint
+from paddle_cnn import checkpoint, checkpoint_bounds
 from paddle_cnn.checkpoint import CheckpointError
 from paddle_cnn.config import config_for
 from paddle_cnn.models import list_models
@@ -211,7 +211,7 @@ def test_state_json_that_inflates_to_gigabytes(ckpt):
 
 def test_file_larger_than_any_checkpoint_is_not_read(ckpt, monkeypatch):
     checkpoint.save(ckpt, _state())
-    monkeypatch.setattr(checkpoint, "MAX_FILE_BYTES", 1000)
+    monkeypatch.setattr(checkpoint_bounds, "MAX_FILE_BYTES", 1000)
     _refused(ckpt, "more than the 1,000 bytes a checkpoint can be")
 
 

@@ -172,7 +172,7 @@ def test_bad_mirror_variable_is_one_line(tmp_path, mirror):
 
 @pytest.mark.parametrize("rank, world", [("0", None), ("0", "1"), ("1", "2"), ("3", "4"), (None, None)])
 def test_launcher_variables_that_make_sense_are_accepted(monkeypatch, rank, world):
-    from paddle_cnn.cli import bad_environment
+    from paddle_cnn.console import bad_environment
 
     for name, value in (("PADDLE_TRAINER_ID", rank), ("PADDLE_TRAINERS_NUM", world)):
         if value is None:

@@ -275,12 +275,12 @@ def test_environment_import_errors_are_one_line_and_bugs_keep_their_traceback(mo
 def test_warnings_reach_the_cli_as_one_line_and_paddle_noise_not_at_all(capsys):
     import warnings
 
-    from paddle_cnn import cli
+    from paddle_cnn import console
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         runtime.quiet_paddle_warnings()
-        warnings.showwarning = cli._warning_line
+        warnings.showwarning = console.warning_line
         warnings.warn("You are using GPU version Paddle, but your CUDA device is not set properly. CPU device "
                       "will be used by default.", UserWarning)
         warnings.warn("this one matters\nand has a second line", UserWarning)
