@@ -92,7 +92,7 @@ def test_tiny_benchmark_run_writes_json_and_table(tmp_path, data_dir):
     assert "MKL_DEBUG_CPU_TYPE" not in env["env_per_contender"]["d2l_paddle"]
     assert report["contenders"]["d2l_paddle"]["paddle_cnn_imported"] is False
     assert report["contenders"]["d2l_paddle"]["num_workers"] == 0   # the flag reaches the record
-    assert set(report["ratios"]) == {"vs_d2l", "vs_torch"} and report["ratios"]["vs_d2l"] > 0
+    assert set(report["ratios"]) == {"vs_d2l", "vs_torch", "vs_fastest_torch"} and report["ratios"]["vs_d2l"] > 0
     assert report["gflops_per_example"] > 0 and report["ceiling_gflops"] > 0
     # The parameter check is logged before the first ceiling measurement and the first round.
     out = proc.stdout

@@ -45,12 +45,32 @@ def _failures(capsys):
     return [line.strip() for line in out.splitlines() if line.strip().startswith("✗")]
 
 
-def _no_child_left():
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)
+@pytest.fixture
+def forks(monkeypatch):
+    """The pids of the children the checker forks in this test (other tests' children are not ours to count)."""
+    pids, real_fork = [], os.fork
+
+    def fork():
+        pid = real_fork()
+        if pid:
+            pids.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    return pids
 
 
-def test_an_endless_candidate_is_stopped_at_the_time_limit(capsys):
+def _no_child_left(pids):
+    """Every child the checker forked is gone and reaped (no zombie left to the caller)."""
+    assert pids, "the check forked no child"
+    for pid in pids:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_an_endless_candidate_is_stopped_at_the_time_limit(capsys, forks):
     def endless(num_convs, in_channels, out_channels):
         while True:
             pass
@@ -61,7 +81,7 @@ def test_an_endless_candidate_is_stopped_at_the_time_limit(capsys):
     failures = _failures(capsys)
     assert failures[0] == "✗ 超过时间限制（1.5 秒）：检查已停止（是否有死循环，或计算量过大？）"
     assert failures[1] == "✗ 练习 vgg_block：尚未通过（见上面第一个 ✗）"
-    _no_child_left()
+    _no_child_left(forks)
 
 
 @pytest.mark.parametrize("how, expected", [
@@ -70,13 +90,13 @@ def test_an_endless_candidate_is_stopped_at_the_time_limit(capsys):
     ("raise KeyboardInterrupt", "✗ 构建时抛出了 KeyboardInterrupt：练习代码不能中断检查程序"),
     ("os._exit(0)", "✗ 你的代码结束了运行它的子进程（退出码 0；是否调用了 os._exit() 或关闭了标准输出？）"),
 ])
-def test_a_candidate_cannot_end_the_checker(how, expected, capsys):
+def test_a_candidate_cannot_end_the_checker(how, expected, capsys, forks):
     namespace = {"sys": sys, "os": os}
     exec(f"def leaving(num_convs, in_channels, out_channels):\n    {how}\n", namespace)
     assert exercises.check("vgg_block", namespace["leaving"], journal=exercises.Journal()) is False
     failures = _failures(capsys)
     assert len(failures) == 2 and failures[0].startswith(expected), failures
-    _no_child_left()
+    _no_child_left(forks)
 
 
 def test_a_grading_script_is_not_ended_with_exit_0_by_a_candidate(tmp_path):
