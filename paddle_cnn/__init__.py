@@ -8,9 +8,9 @@ their module (and Paddle) on first use. They are the way in::
     from paddle_cnn import train, config_for, TrainConfig, build_model, Trainer, get_model, list_models
 """
 from .runtime import check_numpy_for_paddle as _check_numpy
-from .runtime import exit_if_command as _exit_if_command
-from .runtime import exit_on_interrupt as _exit_on_interrupt
-from .runtime import started_as_command as _started_as_command
+from .command import exit_if_command as _exit_if_command
+from .command import exit_on_interrupt as _exit_on_interrupt
+from .command import started_as_command as _started_as_command
 from .runtime import tune_cpu as _tune_cpu
 
 if _started_as_command():  # Ctrl-C while Paddle loads: one line, not a traceback (cli.main takes over in its try)

@@ -37,7 +37,8 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from . import console
-from .runtime import EXIT_INTERRUPTED  # 130
+from . import command
+from .command import EXIT_INTERRUPTED  # 130
 
 EXIT_USAGE = 2
 _TYPES = {"int": int, "float": float, "str": str, "Optional[int]": int, "Optional[str]": str}
@@ -439,8 +440,6 @@ COMMANDS = {"list": cmd_list, "train": cmd_train, "homework": cmd_homework, "dat
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    from . import runtime
-
     ours, rank = False, 0
     try:
         console.safe_streams()
@@ -460,16 +459,16 @@ def main(argv=None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         args.rest = rest
         # Until here (Paddle loaded, arguments read) Ctrl-C ends the command at once in one line
-        # (runtime.exit_on_interrupt): a KeyboardInterrupt inside Paddle's C++ start-up turns into an ImportError.
+        # (command.exit_on_interrupt): a KeyboardInterrupt inside Paddle's C++ start-up turns into an ImportError.
         # From here on it is a KeyboardInterrupt, so a run can stop its workers and say where its epochs are.
-        ours = runtime.raise_on_interrupt()
+        ours = command.raise_on_interrupt()
         signal.signal(signal.SIGTERM, console.on_sigterm)
         if not debug:
             warnings.showwarning = console.warning_line
         return _run_command(args, rank)
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM outside a training loop (which says where its epochs are)
         if ours:
-            runtime.exit_on_interrupt()  # a second Ctrl-C while this is said ends at once, in one line too
+            command.exit_on_interrupt()  # a second Ctrl-C while this is said ends at once, in one line too
         if debug:
             raise
         print("\ninterrupted" if rank == 0 else f"\ninterrupted (process {rank})", file=sys.stderr)
@@ -481,7 +480,7 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     finally:
         if ours:
-            runtime.exit_on_interrupt()
+            command.exit_on_interrupt()
 
 
 def _run_command(args, rank: int) -> int:
