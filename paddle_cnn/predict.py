@@ -92,6 +92,18 @@ def open_source(source) -> Predictor:
                                 f"(no {exporting.META})")
 
 
+def _checked(predictor: Predictor):
+    """``predictor.outputs`` refusing NaN or infinite outputs in one line (damaged weights must not print nan)."""
+    def outputs(x):
+        out = predictor.outputs(x)
+        for name, value in out.items():
+            if not np.isfinite(value).all():
+                raise exporting.ExportError(f"{predictor.where}: the model's output {name!r} holds NaN or infinity, "
+                                            "so its weights are damaged; export the run again from a good checkpoint")
+        return out
+    return outputs
+
+
 def _figure_path(out_dir: Path, picture_path: Path, model: str, taken: set) -> Path:
     stem = f"{picture_path.stem}-{model}"
     path, n = out_dir / f"{stem}.png", 2
@@ -132,5 +144,5 @@ def predict(source, images, out_dir=None) -> list:
             figure = PredictionFigure(shown=resize(square(pic.pixels), size),   # what the model saw, before normalisation
                              title="input (inverted)" if pic.inverted else "input",
                              path=_figure_path(out_dir, pic.path, meta["model"], taken))
-        lines.append(f"{pic.path}: {task.explain(predictor.outputs, x, meta, figure)} ({pic.background_note})")
+        lines.append(f"{pic.path}: {task.explain(_checked(predictor), x, meta, figure)} ({pic.background_note})")
     return lines

@@ -341,6 +341,19 @@ def _resum(change):
     return both
 
 
+def _nan_weights_resummed(folder):
+    """The last parameter value (the head's last bias) made NaN, every sum recomputed: only the outputs tell."""
+    from paddle_cnn.export import meta_sha256
+
+    path = folder / "model.pdiparams"
+    blob = path.read_bytes()
+    path.write_bytes(blob[:-4] + np.array([np.nan], "<f4").tobytes())
+    doc = json.loads((folder / META).read_text())
+    doc["sha256"]["model.pdiparams"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    doc["meta_sha256"] = meta_sha256(doc)
+    (folder / META).write_text(json.dumps(doc))
+
+
 TAMPERED = {
     "edited weights": (_flip_last_byte, "model.pdiparams does not match its SHA-256"),
     "relu renamed sigmoid": (_edit_file("program", b"relu", b"sigmoid"), "model.json does not match its SHA-256"),
@@ -355,6 +368,7 @@ TAMPERED = {
     "huge input": (_edit_meta(lambda d: d["input"].update(size=100000)), "input size 100000 is not"),
     "edited metric": (_edit_meta(lambda d: d["metric"].update(value=0.99)), "edited after export"),
     "no sums (an older export)": (_edit_meta(_no_sums), "without SHA-256 sums of its files"),
+    "NaN weights, sums recomputed": (_nan_weights_resummed, "holds NaN or infinity"),
 }
 
 
