@@ -356,7 +356,8 @@ def _nan_weights_resummed(folder):
 
 TAMPERED = {
     "edited weights": (_flip_last_byte, "model.pdiparams does not match its SHA-256"),
-    "relu renamed sigmoid": (_edit_file("program", b"relu", b"sigmoid"), "model.json does not match its SHA-256"),
+    "relu renamed sigmoid": (_edit_file("program", b"relu", b"sigmoid"),
+                             "does not match its SHA-256"),   # model.json (PIR) or model.pdmodel (Paddle 2.6)
     "NaN mean": (_edit_meta(lambda d: d["input"].update(mean=float("nan"))), "input mean nan is not a finite"),
     "NaN std": (_edit_meta(lambda d: d["input"].update(std=float("nan"))), "input std nan is not a finite number"),
     "zero std": (_edit_meta(lambda d: d["input"].update(std=0)), "input std 0 is not a finite number above 0"),
