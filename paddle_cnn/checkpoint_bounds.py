@@ -141,8 +141,11 @@ def npy_array(data: bytes, name: str, where: str) -> np.ndarray:
     return np.array(array, order="C")     # a writable copy that owns its memory
 
 
-def _json_depth(doc: bytes) -> int:
-    """The deepest nesting of ``[``/``{`` in the JSON text ``doc`` (brackets inside strings ignored)."""
+def json_depth(doc) -> int:
+    """The deepest nesting of ``[``/``{`` in the JSON text ``doc`` (bytes or str; brackets inside strings ignored),
+    measured before parsing, so a hostile file never reaches the parser's recursion."""
+    if isinstance(doc, str):
+        doc = doc.encode("utf-8")
     bare = re.sub(rb'"(?:[^"\\]|\\.)*"', b'""', doc)
     codes = np.frombuffer(bare, dtype=np.uint8)
     steps = np.zeros(len(codes), dtype=np.int32)
@@ -154,7 +157,7 @@ def _json_depth(doc: bytes) -> int:
 def state_json(doc: bytes, where: str):
     if len(doc) > MAX_STATE_BYTES:
         raise refused(where, f"holds a state.json of {_mb(len(doc))}, more than {_mb(MAX_STATE_BYTES)}")
-    depth = _json_depth(doc)
+    depth = json_depth(doc)
     if depth > MAX_DEPTH:
         raise refused(where, f"holds a state.json nested {depth:,} deep, more than the {MAX_DEPTH} a checkpoint "
                               "uses")

@@ -28,6 +28,8 @@ import json
 import shutil
 from pathlib import Path
 
+from ..checkpoint_bounds import json_depth
+
 PROGRAMS = "programs"
 COMMIT_LIMIT = 10 * 2**20      # bytes: programs up to this size are committed with the homework folder
 FP16_TOLERANCE = 0.003         # |fp16 - fp32| re-scored test accuracy for half precision to be kept
@@ -72,26 +74,7 @@ def folder_sums(folder) -> dict:
 
 # --------------------------------------------------------------------------- what a program holds
 def _depth_ok(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-            if deepest > limit:
-                return False
-        elif ch in "]}":
-            depth -= 1
-    return True
+    return json_depth(text) <= limit
 
 
 def _declared_parameter_bytes(doc) -> int:
