@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
-from . import runtime
+from . import runtime, students
 from .data import AUGMENTS
 from .models import get_spec
 
@@ -220,12 +220,16 @@ def config_for(model: str, profile: str = "auto", **overrides) -> TrainConfig:
     reading the ``device`` override: ``device="cpu"`` on a GPU machine gets the
     cpu profile. Overrides whose value is None are ignored, so CLI flags left
     unset keep the profile; ``model_args`` and ``task_args`` are merged into the
-    profile's dicts, not swapped for them.
+    profile's dicts, not swapped for them. Without a ``seed`` override, a student id in
+    ``PADDLE_CNN_STUDENT`` sets the seed (:func:`~paddle_cnn.students.seed_for`).
     """
     spec = get_spec(model)
     if profile == "auto":
         profile = "course" if runtime.resolve_device(overrides.get("device") or "auto") == "gpu" else "cpu"
     values = spec.profile(profile)
+    if overrides.get("seed") is None:
+        # A student's runs train with the student's seed (PADDLE_CNN_STUDENT), whatever starts them.
+        values["seed"] = students.student_seed(default=values.get("seed", TrainConfig.seed))
     for key, value in overrides.items():
         if value is None:
             continue

@@ -3,6 +3,8 @@ refuses the package's own, and names the part a typical mistake got wrong, in Ch
 
 The student-style solutions live here, not in the package or the notebooks.
 """
+from pathlib import Path
+
 import numpy as np
 import paddle
 import paddle.nn.functional as F
@@ -268,12 +270,15 @@ VARIANTS = {
 }
 
 
-def test_every_variant_is_tested_and_kept_out_of_the_notebook_lists():
+def test_every_variant_is_tested_and_a_notebook_checks_the_variant_not_the_printed_block():
     assert sorted(VARIANTS) == sorted(exercises.variants())
     for name in VARIANTS:
         ex = exercises.EXERCISES[name]
-        assert ex.variant_of in exercises.EXERCISES and not ex.notebook
-        assert name not in exercises.section_exercises(ex.section)   # homework.record's list is unchanged
+        assert ex.variant_of in exercises.EXERCISES
+        checked = exercises.section_exercises(ex.section)
+        assert (name in checked) == ex.notebook
+        if ex.notebook:   # the block the notebook prints is no longer its checked exercise
+            assert ex.variant_of not in checked or ex.variant_of == "corr2d", (name, checked)
 
 
 def _lines(capsys):
@@ -336,3 +341,30 @@ def test_no_notebook_prints_a_variant_reference():
     assert not names & {s.split(".")[-1] for s in shown}
     text = "".join(p.read_text(encoding="utf-8") for p in (Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
     assert "exercises.references" not in text
+
+
+# --------------------------------------------------------------------------- the course's sample answers
+ANSWERS = Path(__file__).resolve().parents[1] / "tools" / "answers"
+
+
+def _answer(name: str):
+    """The object a sample answer's cell defines, run as a notebook runs it (paddle, nn and F in scope)."""
+    text = (ANSWERS / f"{name}.py").read_text(encoding="utf-8")
+    scope = {"paddle": paddle, "nn": nn, "F": F}
+    exec(compile(text, str(ANSWERS / f"{name}.py"), "exec"), scope)
+    defined = exercises.scaffold(name).split("(")[0].split()[-1]
+    return scope[defined]
+
+
+def test_every_checked_variant_with_a_network_has_a_sample_answer():
+    """The executed chapter records a student run for each of these, from tools/answers/ (answer_key.py)."""
+    from paddle_cnn.homework.student import SLOTS
+
+    wanted = {s.exercise for s in SLOTS.values() if s.exercise in exercises.variants() and
+              s.exercise in exercises.section_exercises(s.section)}
+    assert wanted <= {p.stem for p in ANSWERS.glob("*.py")}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in ANSWERS.glob("*.py")))
+def test_a_sample_answer_passes_its_check(name, capsys):
+    assert exercises.check(name, _answer(name), journal=exercises.Journal()), capsys.readouterr().out

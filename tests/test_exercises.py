@@ -437,7 +437,8 @@ PARTS = {
 
 
 def test_every_notebook_exercise_has_candidates():
-    assert list(CANDIDATES) == [n for n, e in exercises.EXERCISES.items() if e.notebook]
+    """The exercises that are not variants (tests/test_exercise_variants.py has those)."""
+    assert list(CANDIDATES) == [n for n, e in exercises.EXERCISES.items() if not e.variant_of]
 
 
 def test_every_section_has_an_exercise():
@@ -447,7 +448,10 @@ def test_every_section_has_an_exercise():
     assert sections <= set(exercises.SECTION_EXERCISE)
     for section, name in exercises.SECTION_EXERCISE.items():
         assert exercises.EXERCISES[name].section == section
-    assert exercises.section_exercises("densenet") == ["dense_block", "transition"]   # variants not listed
+    # A notebook checks the variant it explains but never prints, not the block it prints (issue 37).
+    assert exercises.section_exercises("densenet") == ["transition", "dense_bottleneck"]
+    assert exercises.SECTION_EXERCISE["resnet"] == "residual_preact" and "residual" not in \
+        exercises.section_exercises("resnet")
 
 
 def _lines(capsys):
@@ -583,12 +587,12 @@ def test_a_block_built_from_the_packages_layers_is_refused(capsys):
 
 def test_section_results_say_what_ran(capsys):
     journal = exercises.Journal()
-    assert exercises.section_results("densenet", journal) == [{"exercise": "dense_block", "passed": "not run"},
-                                                              {"exercise": "transition", "passed": "not run"}]
-    exercises.check("dense_block", DenseBlockRight, journal=journal)
+    assert exercises.section_results("densenet", journal) == [{"exercise": "transition", "passed": "not run"},
+                                                              {"exercise": "dense_bottleneck", "passed": "not run"}]
+    exercises.check("dense_block", DenseBlockRight, journal=journal)   # practice: not what the notebook checks
     exercises.check("transition", transition_wrong_value, journal=journal)
-    assert exercises.section_results("densenet", journal) == [{"exercise": "dense_block", "passed": True},
-                                                              {"exercise": "transition", "passed": False}]
+    assert exercises.section_results("densenet", journal) == [{"exercise": "transition", "passed": False},
+                                                              {"exercise": "dense_bottleneck", "passed": "not run"}]
     assert exercises.section_results("best", journal) == []
     _lines(capsys)
 
@@ -612,10 +616,12 @@ def test_homework_record_stores_the_exercise(tmp_path, fake_data, monkeypatch, c
     result = run(cfg, tmp_path / "scratch", data_dir=fake_data, progress=False, log=None)
     homework.record(result, root=tmp_path / "hw")
     doc = json.loads((tmp_path / "hw" / "lenet" / "results.json").read_text())
-    assert doc["runs"]["lenet_relu"]["exercises"] == [{"exercise": "corr2d", "passed": "not run"}]
+    assert doc["runs"]["lenet_relu"]["exercises"] == [{"exercise": "corr2d", "passed": "not run"},
+                                                      {"exercise": "lenet_relu", "passed": "not run"}]
     exercises.check("corr2d", corr2d_right)
     doc = homework.record(result, root=tmp_path / "hw")
-    assert doc["runs"]["lenet_relu"]["exercises"] == [{"exercise": "corr2d", "passed": True}]
+    assert doc["runs"]["lenet_relu"]["exercises"] == [{"exercise": "corr2d", "passed": True},
+                                                      {"exercise": "lenet_relu", "passed": "not run"}]
     _lines(capsys)
 
 

@@ -278,15 +278,16 @@ def test_the_package_block_in_its_slot_builds_the_reference_network(section):
     from paddle_cnn.models.factory import build_model
 
     slot = SLOTS[section]
-    block = exercises.reference(slot.exercise)
+    printed = next(n for n in slot.exercises if not exercises.EXERCISES[n].variant_of)   # the package's block
+    block = exercises.reference(printed)
     cfg = config_for(slot.model, "smoke")
-    ref, mine = build_model(cfg), build_network(section, block, cfg)
+    ref, mine = build_model(cfg), build_network(section, block, cfg, printed)
     assert [list(p.shape) for p in ref.parameters()] == [list(p.shape) for p in mine.parameters()]
     ref.eval()
     mine.eval()
     x = paddle.to_tensor(np.random.RandomState(0).rand(2, 1, cfg.resize, cfg.resize).astype("float32"))
     np.testing.assert_allclose(mine(x).numpy(), ref(x).numpy(), rtol=1e-5, atol=1e-5)   # same seed, same weights
-    for variant in slot.exercises[1:]:
+    for variant in (n for n in slot.exercises if n != printed):
         other = build_network(section, exercises.reference(variant), cfg, variant)
         other.eval()
         assert list(other(x).shape) == list(ref(x).shape)
@@ -357,3 +358,31 @@ def test_train_student_builds_the_section_network_with_the_students_code(data_di
     assert 0 <= result.final["test_acc"] <= 1
     with pytest.raises(ValueError, match="does not slot into"):
         homework.train_student("resnet", exercises.reference("residual"), exercise="unet_up")
+
+
+def test_a_student_id_sets_the_seed_of_every_training_unless_one_is_given(monkeypatch):
+    """train(...) in a notebook, train_student and `paddle-cnn train` all read PADDLE_CNN_STUDENT through config_for."""
+    from paddle_cnn.config import config_for
+    from paddle_cnn.homework.student import seed_for
+
+    assert config_for("resnet18", "smoke").seed == 0
+    monkeypatch.setenv("PADDLE_CNN_STUDENT", "2026001")
+    assert config_for("resnet18", "smoke").seed == seed_for("2026001") == 160192429
+    assert config_for("lenet", "cpu").seed == 160192429
+    assert config_for("resnet18", "smoke", seed=7).seed == 7
+    monkeypatch.setenv("PADDLE_CNN_STUDENT", "no spaces allowed")
+    with pytest.raises(ValueError, match="student id 'no spaces allowed' is not usable"):
+        config_for("resnet18", "smoke")
+
+
+def test_the_pre_activation_resnet_ends_with_batch_norm_and_relu():
+    """Pre-activation blocks add unnormalised sums: the slot network normalises the last stage (He et al., 2016b)."""
+    from paddle import nn
+
+    from paddle_cnn import exercises
+    from paddle_cnn.config import config_for
+    from paddle_cnn.homework.student import build_network
+
+    net = build_network("resnet", exercises.reference("residual_preact"), config_for("resnet18", "smoke"))
+    last = list(net.stages.children())[-1]
+    assert [type(layer) for layer in last.children()] == [nn.BatchNorm2D, nn.ReLU]

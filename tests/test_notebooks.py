@@ -15,6 +15,8 @@ import re
 import nbformat
 import pytest
 
+from paddle_cnn.exercises import section_exercises as exercises_of
+from paddle_cnn.homework.student import SLOTS
 from paddle_cnn.models import sections
 
 from conftest import REPO, real_data_dir
@@ -38,16 +40,19 @@ def _timer():
 
 
 TIMER = _timer()
-# Run right after the setup cell: every Trainer.fit appends its configuration to a file.
+# Run right after the setup cell: every Trainer.fit appends its configuration, and a digest of the network it
+# trains (the student's network has the reference run's configuration but other layers), to a file.
 COUNT_TRAININGS = """
+import hashlib as _hashlib
 import json as _json
 from dataclasses import asdict as _asdict
 from paddle_cnn import trainer as _trainer
 _fit = _trainer.Trainer.fit
-def _counted_fit(self, *args, **kwargs):
+def _counted_fit(self, model, *args, **kwargs):
+    entry = dict(_asdict(self.cfg), network=_hashlib.sha256(repr(model).encode()).hexdigest()[:12])
     with open(os.environ["PADDLE_CNN_TRAIN_LOG"], "a", encoding="utf-8") as _f:
-        _f.write(_json.dumps(_asdict(self.cfg), sort_keys=True, default=str) + "\\n")
-    return _fit(self, *args, **kwargs)
+        _f.write(_json.dumps(entry, sort_keys=True, default=str) + "\\n")
+    return _fit(self, model, *args, **kwargs)
 _trainer.Trainer.fit = _counted_fit
 """
 # Calls that only a hand-written training loop makes; the package's trainer is the one loop.
@@ -249,8 +254,9 @@ def test_notebook_runs_with_the_smoke_profile(path, tmp_path):
                     "files to execute the notebooks")
     homework_root = tmp_path / "homework"
     log = tmp_path / "trainings.jsonl"
+    # As the executed chapter runs: exercise cells hold the course's sample answers (tools/answer_key.py).
     _, seconds = TIMER.execute(path, "smoke", homework_root, inject=COUNT_TRAININGS, timeout=CELL_TIMEOUT,
-                               env={"PADDLE_CNN_DATA": str(data), "PADDLE_CNN_TRAIN_LOG": str(log)})
+                               env={"PADDLE_CNN_DATA": str(data), "PADDLE_CNN_TRAIN_LOG": str(log)}, answers=True)
     if os.environ.get(TIMES_FILE):
         with open(os.environ[TIMES_FILE], "a", encoding="utf-8") as f:
             f.write(json.dumps({"notebook": path.name, "seconds": seconds}) + "\n")
@@ -267,8 +273,15 @@ def test_notebook_runs_with_the_smoke_profile(path, tmp_path):
         seen.add(key)
     assert not twice, f"{path.name} trains the same configuration more than once: {twice}"
     recorded = json.loads((homework_root / section / "results.json").read_text())["runs"]
-    untrained = [name for name in recorded if name not in {cfg["model"] for cfg in runs}]
+    untrained = [name for name in recorded if name.split(".")[0] not in {cfg["model"] for cfg in runs}]
     assert not untrained, f"{path.name} recorded {untrained} without training them in the notebook"
+    slot = SLOTS.get(section)
+    if slot and slot.exercise in exercises_of(section):
+        # The section's network built with the (sample) answer is trained and recorded beside the reference.
+        mine = recorded.get(f"{slot.model}.student")
+        assert mine, f"{path.name} did not record the student run {slot.model}.student: {sorted(recorded)}"
+        assert mine["implementation"] == "student" and mine["exercise"]["outcome"] == "passed"
+        assert f"{slot.model}" in recorded, f"{path.name}: the reference run {slot.model} is missing"
 
 
 def test_time_tool_rewrites_only_the_measured_field(tmp_path):

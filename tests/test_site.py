@@ -83,6 +83,26 @@ def test_code_mismatch_finds_changed_added_and_removed_cells():
     assert "2 code cells in the student notebook, 1" in site.code_mismatch(student, _nb(_code("a = 1")))
 
 
+def test_an_exercise_cell_run_with_the_sample_answer_agrees_and_the_page_shows_the_scaffold():
+    """The executed chapter runs exercise cells with tools/answers/; the page shows the empty scaffold."""
+    answer_key = _load_tool("answer_key")
+    scaffold, answer = answer_key.scaffold("residual_preact"), answer_key.answer("residual_preact")
+    cell = scaffold + '\n\npassed = exercises.check("residual_preact", MyPreActResidual)\n'
+    filled = answer_key.fill(cell)
+    assert filled == answer + '\n\npassed = exercises.check("residual_preact", MyPreActResidual)\n'
+    out = {"output_type": "stream", "name": "stdout", "text": "✓ 练习 residual_preact：通过（3 组参数）\n"}
+    student = _nb(_md("# t"), _code(cell), _code("print(passed)"))
+    executed = _nb(_md("# t"), _code(filled, [out]), _code("print(passed)"))
+    assert site.code_mismatch(student, executed) is None
+    merged = site.merge_outputs(student, executed)
+    text = json.dumps(merged, ensure_ascii=False)
+    assert "raise NotImplementedError" in text and "self.bn1 = nn.BatchNorm2D" not in text
+    assert merged["cells"][1]["outputs"] == [out] and merged["cells"][2]["source"] == site.ANSWER_NOTE
+    # Any other change to an exercise cell is an out-of-date copy, as for every cell.
+    other = _nb(_md("# t"), _code(filled.replace("nn.ReLU()", "nn.Sigmoid()"), [out]), _code("print(passed)"))
+    assert "code cell 1 differs" in site.code_mismatch(student, other)
+
+
 def test_merge_takes_prose_from_student_and_outputs_from_executed_copy():
     out = {"output_type": "stream", "name": "stdout", "text": "1\n"}
     student = _nb(_md("# new title"), _code("a = 1"), _code("print(a)"))
@@ -499,8 +519,13 @@ def test_execute_notebooks_writes_copy_and_time_smoke(tmp_path):
     path.write_text(json.dumps(student, ensure_ascii=False))
     out = tmp_path / "executed"
 
+    homework = tmp_path / "homework"
     assert tool.main(["--notebooks-dir", str(repo / "notebooks"), "--out", str(out), "--profile", "smoke",
-                      "00_lenet.ipynb"]) == 0
+                      "--homework", str(homework), "00_lenet.ipynb"]) == 0
+    # The exercise cell ran with the sample answer: the check passed and the student's network was recorded.
+    runs = json.loads((homework / "lenet" / "results.json").read_text())["runs"]
+    assert runs["lenet_relu.student"]["exercise"] == {"name": "lenet_relu", "outcome": "passed"}
+    assert "✓ 练习 lenet_relu：通过" in json.dumps(site.read_notebook(out / "00_lenet.ipynb"), ensure_ascii=False)
 
     after, executed = site.read_notebook(path), site.read_notebook(out / "00_lenet.ipynb")
     assert site.code_mismatch(after, executed) is None

@@ -9,7 +9,10 @@ does the running and the timing). Then:
   notebook in ``notebooks/`` keeps no outputs); its metadata records the profile and the time;
 - the measured Run-All time goes into the student notebook's first cell (the ``**Run All 用时**`` line,
   replacing 尚未实测), and the executed copy gets the same first cell;
-- the notebook's ``homework.record(result)`` writes ``homework/`` (``--homework`` sends it elsewhere).
+- the notebook's ``homework.record(result)`` writes ``homework/`` (``--homework`` sends it elsewhere);
+- each exercise cell runs with the course's sample answer (``tools/answers/``, see ``answer_key.py``), so
+  the executed chapter trains and records the section's network with that block as a student run; the
+  website shows the student notebook's cells (the empty scaffold) with these outputs.
 
 ``auto`` resolves as the notebooks resolve it: ``course`` on a GPU, ``cpu`` otherwise. ``smoke`` outputs
 are never kept as executed copies: with ``--profile smoke`` an ``--out`` folder outside the repository's
@@ -70,7 +73,7 @@ def execute_one(path: Path, profile: str, out_dir: Path, homework_dir: Path | No
     import nbformat
 
     # Figures inline, as in Jupyter, even when the caller exported MPLBACKEND=Agg (the tests do).
-    nb, seconds = time_notebooks.execute(path, profile, homework_dir=homework_dir, env=INLINE)
+    nb, seconds = time_notebooks.execute(path, profile, homework_dir=homework_dir, env=INLINE, answers=True)
     time_notebooks.write_time(path, profile, seconds)  # the student notebook: only its Run-All line changes
     student = nbformat.read(str(path), as_version=4)
     _first_markdown(nb).source = _first_markdown(student).source

@@ -44,6 +44,11 @@ OUT = REPO / "_site"
 HOW_TO_RUN = ("### 安装", "### 笔记本与 AI Studio")  # sections of README.md (Chinese half) on the landing page
 
 
+# Under an exercise cell that the executed copy ran with the course's sample answer (answer_key.py).
+ANSWER_NOTE = ("> 上面的输出来自课程执行本页时的运行：那时练习单元里填的是课程的示例解答，页面上只显示空白的练习。"
+               "所以检查通过了，后面也用这个块训练并记录了一次学生运行。在你自己的笔记本里，这些输出来自你写的代码。")
+
+
 class SiteError(Exception):
     """A problem in the inputs that stops the build; printed as one line."""
 
@@ -68,10 +73,17 @@ def code_sources(nb: dict) -> list[str]:
 
 
 def code_mismatch(student: dict, executed: dict) -> str | None:
-    """None when the code cells agree, else a one-line description of the first difference."""
+    """None when the code cells agree, else a one-line description of the first difference.
+
+    An exercise cell agrees when the executed copy ran it with the course's sample answer in place of the
+    scaffold (``answer_key.py``): the page shows the student's cell, the scaffold, with that run's output.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import answer_key
+
     a, b = code_sources(student), code_sources(executed)
     for i, (x, y) in enumerate(zip(a, b)):
-        if x != y:
+        if not answer_key.same_code(x, y):
             first = next((line for line in x.splitlines() if line.strip()), "")
             return f"code cell {i + 1} differs (student notebook: {first[:60]!r})"
     if len(a) != len(b):
@@ -92,11 +104,16 @@ def merge_outputs(student: dict, executed: dict, name: str = "notebook") -> dict
                         f"re-run `python tools/execute_notebooks.py {name}`")
     merged = copy.deepcopy(student)
     runs = iter([c for c in executed["cells"] if c.get("cell_type") == "code"])
+    cells = []
     for cell in merged["cells"]:
+        cells.append(cell)
         if cell.get("cell_type") == "code":
             done = next(runs)
             cell["outputs"] = done.get("outputs", [])
             cell["execution_count"] = done.get("execution_count")
+            if _source(done) != _source(cell):      # an exercise cell run with the sample answer
+                cells.append({"cell_type": "markdown", "metadata": {}, "source": ANSWER_NOTE})
+    merged["cells"] = cells
     merged.setdefault("metadata", {})["paddle_cnn"] = executed.get("metadata", {}).get("paddle_cnn", {})
     return merged
 

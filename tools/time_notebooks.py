@@ -42,16 +42,22 @@ def read_line(source: str):
 
 
 def execute(path: Path, profile: str = "smoke", homework_dir=None, env: dict | None = None, inject=None,
-            timeout: int = CELL_TIMEOUT):
+            timeout: int = CELL_TIMEOUT, answers: bool = False):
     """Execute a copy of the notebook; return (executed notebook, seconds from first cell start to last reply).
 
     ``inject``: source of an extra code cell run right after the setup cell (tests count trainings with it);
-    ``timeout``: seconds a single cell may take.
+    ``timeout``: seconds a single cell may take; ``answers``: run the exercise cells with the course's
+    sample answers in place of the empty scaffolds (``answer_key.py``), as the executed chapter does.
     """
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(str(path), as_version=4)
+    if answers:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import answer_key
+
+        answer_key.fill_notebook(nb)
     if inject:
         first = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
         nb.cells.insert(first + 1, nbformat.v4.new_code_cell(inject))

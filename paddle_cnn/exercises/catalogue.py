@@ -4,8 +4,11 @@ An :class:`Exercise` names the package's ``reference``, whether it is a layer
 (``reference(*args)`` builds an ``nn.Layer``) or a function (``reference(*inputs)``
 computes), the argument sets (:class:`Case`) and where its scaffold lives
 (``scaffolds/<name>.py``). ``notebook=True`` marks the exercises a section's
-notebook checks today; the others are variants the notebooks explain but never
-print (issue 37), checked the same way, ready for a notebook cell to call.
+notebook checks. ``variant_of`` marks the variants (issue 37): what a notebook
+explains but never prints, so that a printed cell cannot be retyped to pass.
+LeNet, NiN, GoogLeNet, ResNet and DenseNet check their variant; the blocks their
+notebooks print (``nin_block``, ``Inception``, ``Residual``, ``DenseBlock``) stay in
+the catalogue for practice and ``python -m paddle_cnn.exercises``, out of the notebooks.
 """
 from __future__ import annotations
 
@@ -178,14 +181,14 @@ def _exercises() -> "OrderedDict[str, Exercise]":
         Case((3, 8, 5, 2, 1), inputs=[Rand((2, 3, 17, 17))]),
         Case((1, 6, 3, 1, 1), inputs=[Rand((2, 1, 9, 9))]),
     )
-    add(Exercise("nin_block", "nin", nin_block, "layer", nin_cases))
+    add(Exercise("nin_block", "nin", nin_block, "layer", nin_cases, notebook=False))
     # Channel counts all different, so every layer's shapes are its own.
     inception_cases = (
         Case((6, 4, (3, 5), (2, 6), 7), inputs=[Rand((2, 6, 9, 9))]),
         Case((5, 2, (4, 6), (1, 3), 8), inputs=[Rand((2, 5, 6, 6))]),
     )
     add(Exercise("inception", "googlenet", Inception, "layer", inception_cases, paths=_inception_paths,
-                 channel_parts=_inception_channels))
+                 channel_parts=_inception_channels, notebook=False))
     add(Exercise("batch_norm", "batchnorm", batch_norm, "function", (
         Case(inputs=_bn_inputs((4, 3, 5, 5), True)),
         Case(inputs=_bn_inputs((8, 5), True)),
@@ -196,11 +199,11 @@ def _exercises() -> "OrderedDict[str, Exercise]":
         Case((3, 6), dict(use_1x1conv=True, stride=2), inputs=[Rand((2, 3, 7, 7))]),
         Case((4, 5), dict(use_1x1conv=True), inputs=[Rand((2, 4, 5, 5))]),
     )
-    add(Exercise("residual", "resnet", Residual, "layer", residual_cases))
+    add(Exercise("residual", "resnet", Residual, "layer", residual_cases, notebook=False))
     add(Exercise("dense_block", "densenet", DenseBlock, "layer", (
         Case((2, 3, 4), inputs=[Rand((2, 3, 5, 5))]),
         Case((3, 2, 3), inputs=[Rand((2, 2, 4, 4))]),
-    )))
+    ), notebook=False))
     add(Exercise("transition", "densenet", transition, "layer", (
         Case((6, 3), inputs=[Rand((2, 6, 6, 6))]),
         Case((4, 5), inputs=[Rand((2, 4, 5, 5))]),
@@ -214,22 +217,22 @@ def _exercises() -> "OrderedDict[str, Exercise]":
         Case(inputs=lambda rng: _scenes(rng, 4, 48, 3, overlap=True)),
     ), parts=_target_parts, grad_outputs=()))
 
-    # ---- variants the notebooks explain but never print (issue 37): references in references.py
+    # ---- variants the notebooks explain but never print (issue 37): references in references.py;
+    # notebook=False for those whose section's notebook does not check them yet
     add(Exercise("lenet_relu", "lenet", R.lenet_relu, "layer", (
         Case((10, 1, 28), inputs=[Rand((2, 1, 28, 28))]),
         Case((5, 3, 32), inputs=[Rand((2, 3, 32, 32))]),
-    ), notebook=False, variant_of="corr2d"))
+    ), variant_of="corr2d"))
     add(Exercise("vgg_block_bn", "vgg", R.vgg_block_bn, "layer", vgg_cases, notebook=False, variant_of="vgg_block"))
-    add(Exercise("nin_block_bn", "nin", R.nin_block_bn, "layer", nin_cases, notebook=False, variant_of="nin_block"))
-    add(Exercise("inception_3x3", "googlenet", R.Inception3x3, "layer", inception_cases, notebook=False,
+    add(Exercise("nin_block_bn", "nin", R.nin_block_bn, "layer", nin_cases, variant_of="nin_block"))
+    add(Exercise("inception_3x3", "googlenet", R.Inception3x3, "layer", inception_cases,
                  variant_of="inception", paths=_inception_paths, channel_parts=_inception_channels))
     add(Exercise("batch_norm_unbiased", "batchnorm", R.batch_norm_unbiased, "function", (
         Case(inputs=_bn_inputs((4, 3, 5, 5), True)),
         Case(inputs=_bn_inputs((8, 5), True)),
         Case(inputs=_bn_inputs((4, 3, 5, 5), False)),
     ), outputs=("Y", "moving_mean", "moving_var"), notebook=False, variant_of="batch_norm"))
-    add(Exercise("residual_preact", "resnet", R.PreActResidual, "layer", residual_cases, notebook=False,
-                 variant_of="residual"))
+    add(Exercise("residual_preact", "resnet", R.PreActResidual, "layer", residual_cases, variant_of="residual"))
     add(Exercise("residual_bottleneck", "resnet", R.BottleneckResidual, "layer", (
         Case((8, 3, 8), inputs=[Rand((2, 8, 6, 6))]),
         Case((4, 3, 10), dict(stride=2), inputs=[Rand((2, 4, 7, 7))]),
@@ -238,7 +241,7 @@ def _exercises() -> "OrderedDict[str, Exercise]":
     add(Exercise("dense_bottleneck", "densenet", R.dense_bottleneck, "layer", (
         Case((6, 3), inputs=[Rand((2, 6, 5, 5))]),
         Case((5, 2), inputs=[Rand((2, 5, 4, 4))]),
-    ), notebook=False, variant_of="dense_block"))
+    ), variant_of="dense_block"))
     add(Exercise("densebox_boxes", "densebox", R.densebox_boxes, "function", (
         Case(inputs=lambda rng: [encode_boxes(*_scenes(rng, 3, 32, 3, overlap=False)[:4]), 4]),
         Case(inputs=lambda rng: [encode_boxes(*_scenes(rng, 4, 48, 3, overlap=True)[:4]), 4]),
@@ -252,11 +255,14 @@ def _exercises() -> "OrderedDict[str, Exercise]":
 
 
 EXERCISES = _exercises()
-# Section (homework folder, registry section) -> its main exercise; section_exercises() lists all of them.
+# Section (homework folder, registry section) -> its main exercise (a variant its notebook checks, else the first
+# exercise it checks); section_exercises() lists all of them.
 SECTION_EXERCISE: "OrderedDict[str, str]" = OrderedDict()
-for _ex in EXERCISES.values():
+for _ex in sorted(EXERCISES.values(), key=lambda e: not e.variant_of):
     if _ex.notebook:
         SECTION_EXERCISE.setdefault(_ex.section, _ex.name)
+SECTION_EXERCISE = OrderedDict((s, SECTION_EXERCISE[s]) for s in dict.fromkeys(e.section for e in EXERCISES.values())
+                               if s in SECTION_EXERCISE)
 
 
 def section_exercises(section: str) -> list:
@@ -265,8 +271,8 @@ def section_exercises(section: str) -> list:
 
 
 def variants(section: Optional[str] = None) -> list:
-    """Names of the variants (not yet in a notebook), of one section or of all."""
-    return [e.name for e in EXERCISES.values() if not e.notebook and section in (None, e.section)]
+    """Names of the variants (what a notebook explains but never prints), of one section or of all."""
+    return [e.name for e in EXERCISES.values() if e.variant_of and section in (None, e.section)]
 
 
 def get(name: str) -> Exercise:

@@ -23,7 +23,8 @@ files with ``from paddle_cnn.homework.check import name``.
 from .check import check, notebook_agreement, printed_table
 from .record import record, run
 from .render import (ANALYSIS_HEADING, BEGIN, COURSE_REFERENCE, END, generated_block, interval95, metric_text,
-                     save_section_figure, section_table, settings_line, summary, write_section_readme)
+                     save_section_figure, section_table, settings_line, student_comparison, summary,
+                     write_section_readme)
 from .schema import (FINAL_KEYS, FULL_TEST_SET, ROOT, SCHEMA_VERSION, Refusal, UnsafeInput, homework_root, load_results,
                      validate)
 from .student import seed_for, student_seed, train_student
@@ -32,5 +33,5 @@ from .verify import verify
 __all__ = ["ANALYSIS_HEADING", "BEGIN", "COURSE_REFERENCE", "END", "FINAL_KEYS", "FULL_TEST_SET", "ROOT",
            "Refusal", "SCHEMA_VERSION", "UnsafeInput", "check", "generated_block", "homework_root", "interval95", "load_results",
            "metric_text", "notebook_agreement", "printed_table", "record", "run", "save_section_figure",
-           "section_table", "seed_for", "settings_line", "student_seed", "summary", "train_student", "validate", "verify",
+           "section_table", "seed_for", "settings_line", "student_comparison", "student_seed", "summary", "train_student", "validate", "verify",
            "write_section_readme"]

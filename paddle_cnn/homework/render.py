@@ -134,6 +134,35 @@ def student_lines(doc: dict) -> list:
     return lines
 
 
+def student_comparison(doc: dict) -> str:
+    """One Chinese sentence reading the student run against the reference run of ``doc`` (test accuracy).
+
+    The two accuracies differ by noise when the gap is inside the 95% interval of a difference of two
+    accuracies measured on the same number of test images; the sentence says whether the two runs had
+    the same settings (then only the block differed). '' when the folder has no pair to compare.
+    """
+    runs = doc.get("runs", {})
+    pairs = [(name[: -len(".student")], name) for name in runs if name.endswith(".student")]
+    lines = []
+    for ref_name, mine_name in pairs:
+        ref, mine = runs.get(ref_name), runs[mine_name]
+        if ref is None or "test_acc" not in ref["final"] or "test_acc" not in mine["final"]:
+            continue
+        a, b = ref["final"]["test_acc"], mine["final"]["test_acc"]
+        n = mine["config"].get("test_subset") or FULL_TEST_SET
+        half = 1.96 * ((a * (1 - a) + b * (1 - b)) / n) ** 0.5
+        gap = b - a
+        verdict = (f"相差 {gap:+.4f}，在两次测量之差的 95% 区间 ±{half:.4f} 之内，是噪声：这个测试集分不出两者"
+                   if abs(gap) <= half else
+                   f"相差 {gap:+.4f}，超出两次测量之差的 95% 区间 ±{half:.4f}")
+        same = {k: v for k, v in ref["config"].items() if k != "model"} == \
+            {k: v for k, v in mine["config"].items() if k != "model"}
+        what = "两次训练的配置和随机种子相同，只有块不同" if same else "两次训练的配置不同（见下面的 Settings）"
+        lines.append(f"你的网络 `{mine_name}` 的测试精度 {b:.4f}，参考实现 `{ref_name}` {a:.4f}，{verdict}；"
+                     f"{what}。")
+    return "\n".join(lines)
+
+
 def generated_block(doc: dict) -> str:
     """The README part that ``homework run`` and ``homework summary`` rewrite from results.json."""
     config_lines = [settings_line(name, r) for name, r in doc["runs"].items()]

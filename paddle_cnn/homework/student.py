@@ -17,44 +17,13 @@ from __future__ import annotations
 import ast
 import hashlib
 import inspect
-import os
-import re
 import textwrap
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-STUDENT_ENV = "PADDLE_CNN_STUDENT"
-STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-SEED_SALT = "paddle-cnn student seed v1:"
+from ..students import STUDENT_ENV, STUDENT_ID, seed_for, student_id, student_seed  # noqa: F401 (re-exported)
+
 SOURCE_FILE = "student_source.py"     # in the section folder: the text the recorded hash was taken of
-
-
-# --------------------------------------------------------------------------- who
-def student_id(student: Optional[str] = None) -> Optional[str]:
-    """``student``, else ``PADDLE_CNN_STUDENT``, else None; a malformed id is a ValueError (one line)."""
-    value = student if student is not None else os.environ.get(STUDENT_ENV) or None
-    if value is None:
-        return None
-    if not isinstance(value, str) or not STUDENT_ID.match(value):
-        raise ValueError(f"student id {value!r} is not usable: write 1-64 letters, digits, '.', '_' or '-' "
-                         f"(e.g. the student number), starting with a letter or digit")
-    return value
-
-
-def seed_for(student: str) -> int:
-    """The training seed of ``student``: the first 31 bits of SHA-256 of the id (salted), the same everywhere.
-
-    >>> seed_for("2026001")
-    160192429
-    """
-    digest = hashlib.sha256((SEED_SALT + student).encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-def student_seed(student: Optional[str] = None, default: Optional[int] = None) -> Optional[int]:
-    """The seed a run of this student must use (``student`` or ``PADDLE_CNN_STUDENT``); ``default`` without one."""
-    sid = student_id(student)
-    return seed_for(sid) if sid else default
 
 
 # --------------------------------------------------------------------------- what they wrote
@@ -131,7 +100,7 @@ class Slot:
 
     @property
     def exercise(self) -> str:
-        """The section's main exercise (the one its notebook checks)."""
+        """The section's main exercise (the one its notebook checks, listed first)."""
         return self.exercises[0]
 
 
@@ -159,9 +128,17 @@ def _googlenet(block, exercise, **kw):
 
 
 def _resnet(block, exercise, stage_arch=None, residual=True, **kw):
+    from paddle import nn
+
     from ..models.resnet import RESNET18_ARCH, ResNet
 
-    return ResNet(tuple(map(tuple, stage_arch or RESNET18_ARCH)), name="resnet18", block=block, **kw)
+    arch = tuple(map(tuple, stage_arch or RESNET18_ARCH))
+    net = ResNet(arch, name="resnet18", block=block, **kw)
+    if exercise == "residual_preact":
+        # Pre-activation blocks leave their sum unnormalised, so the network ends with BN and ReLU before
+        # the pooling (He et al., 2016b); without them the last stage's output grows from block to block.
+        net.stages.add_sublayer(str(len(net.stages)), nn.Sequential(nn.BatchNorm2D(arch[-1][0]), nn.ReLU()))
+    return net
 
 
 def _densenet(block, exercise, num_convs=None, growth_rate=None, **kw):
@@ -181,10 +158,10 @@ SLOTS = {s.section: s for s in (
     Slot("lenet", "lenet_relu", ("lenet_relu",), _network),
     Slot("alexnet", "alexnet", ("alexnet",), _network),
     Slot("vgg", "vgg11_small", ("vgg_block", "vgg_block_bn"), _vgg),
-    Slot("nin", "nin", ("nin_block", "nin_block_bn"), _nin),
-    Slot("googlenet", "googlenet", ("inception", "inception_3x3"), _googlenet),
-    Slot("resnet", "resnet18", ("residual", "residual_preact"), _resnet),
-    Slot("densenet", "densenet", ("dense_block", "dense_bottleneck"), _densenet),
+    Slot("nin", "nin", ("nin_block_bn", "nin_block"), _nin),
+    Slot("googlenet", "googlenet", ("inception_3x3", "inception"), _googlenet),
+    Slot("resnet", "resnet18", ("residual_preact", "residual"), _resnet),
+    Slot("densenet", "densenet", ("dense_bottleneck", "dense_block"), _densenet),
     Slot("unet", "unet", ("unet_up",), _unet),
 )}
 # Not slotted: batch norm and DenseBox check a function (the batch-norm step, the box targets), corr2d is
@@ -232,8 +209,9 @@ def train_student(section_or_model: str, block, profile: str = "auto", student: 
                   **overrides):
     """Train the section's network built with the student's ``block`` at the section's profile; a FitResult.
 
-    ``exercise`` names the exercise the block answers when it is not the section's main one (e.g.
-    ``"residual_preact"``, ``"dense_bottleneck"``: the variants with the same arguments). The seed is
+    ``exercise`` names the exercise the block answers when it is not the section's main one (the variant
+    its notebook checks, e.g. ``"residual_preact"``): the block the notebook prints (``"residual"``,
+    ``"dense_block"``) slots in the same way. The seed is
     the student's (:func:`seed_for`) when a student id is given or set in ``PADDLE_CNN_STUDENT``. The
     result is what ``homework.record(result, implementation="student", source=block, exercise=...)`` takes.
     """

@@ -1,0 +1,10 @@
+"""Sample answer of exercise dense_bottleneck: what tools/execute_notebooks.py puts in the exercise cell of the executed copy."""
+from paddle import nn
+
+
+def my_dense_bottleneck(in_channels, growth_rate):
+    """DenseNet-B's conv block: BN, ReLU, 1x1 conv to 4k channels, BN, ReLU, 3x3 conv to k channels (sample answer)."""
+    width = 4 * growth_rate
+    return nn.Sequential(
+        nn.BatchNorm2D(in_channels), nn.ReLU(), nn.Conv2D(in_channels, width, kernel_size=1),
+        nn.BatchNorm2D(width), nn.ReLU(), nn.Conv2D(width, growth_rate, kernel_size=3, padding=1))
