@@ -386,3 +386,37 @@ def test_the_pre_activation_resnet_ends_with_batch_norm_and_relu():
     net = build_network("resnet", exercises.reference("residual_preact"), config_for("resnet18", "smoke"))
     last = list(net.stages.children())[-1]
     assert [type(layer) for layer in last.children()] == [nn.BatchNorm2D, nn.ReLU]
+
+
+def test_a_source_that_is_the_course_sample_answer_is_flagged():
+    """The executed chapter's answers (tools/answers/) are public: a student who hands one in is flagged."""
+    from paddle_cnn.homework import grade as G
+    from paddle_cnn.homework.student import source_sha256
+
+    answers = G.sample_answer_sums()
+    assert "residual_preact.py" in answers.values()
+    text = (G.ANSWERS / "residual_preact.py").read_text(encoding="utf-8")
+    copied = text[text.index("class "):].replace("    def forward", "    # mine\n    def forward")  # a comment added
+    own = copied.replace("shortcut = x if", "skip = x if").replace("y + shortcut", "y + skip")
+    graded = {"a": {"sections": [{"section": "resnet", "flags": [], "fingerprints": {"source": source_sha256(copied)}}]},
+              "b": {"sections": [{"section": "resnet", "flags": [], "fingerprints": {"source": source_sha256(own)}}]}}
+    G._cross_flags(graded)
+    [a], [b] = graded["a"]["sections"], graded["b"]["sections"]
+    assert a["flags"] == ["sample_answer"] and "tools/answers/residual_preact.py" in a["cross"][0]
+    assert b["flags"] == []
+
+
+def test_the_student_comparison_reads_the_gap_against_the_noise():
+    from paddle_cnn.homework import student_comparison
+
+    def run_(acc, **config):
+        return {"task": "classification", "final": {"test_acc": acc},
+                "config": {"model": "resnet18", "seed": 0, "test_subset": None, **config}}
+
+    doc = {"runs": {"resnet18": run_(0.9000), "resnet18.student": run_(0.9050)}}
+    assert student_comparison(doc) == (
+        "你的网络 `resnet18.student` 的测试精度 0.9050，参考实现 `resnet18` 0.9000，相差 +0.0050，在两次测量之差的 "
+        "95% 区间 ±0.0082 之内，是噪声：这个测试集分不出两者；两次训练的配置和随机种子相同，只有块不同。")
+    doc["runs"]["resnet18.student"] = run_(0.9300, seed=7)
+    assert "相差 +0.0300，超出两次测量之差的 95% 区间 ±0.0077；两次训练的配置不同" in student_comparison(doc)
+    assert student_comparison({"runs": {"resnet18": run_(0.9)}}) == ""

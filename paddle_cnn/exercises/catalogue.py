@@ -6,9 +6,10 @@ computes), the argument sets (:class:`Case`) and where its scaffold lives
 (``scaffolds/<name>.py``). ``notebook=True`` marks the exercises a section's
 notebook checks. ``variant_of`` marks the variants (issue 37): what a notebook
 explains but never prints, so that a printed cell cannot be retyped to pass.
-LeNet, NiN, GoogLeNet, ResNet and DenseNet check their variant; the blocks their
-notebooks print (``nin_block``, ``Inception``, ``Residual``, ``DenseBlock``) stay in
-the catalogue for practice and ``python -m paddle_cnn.exercises``, out of the notebooks.
+LeNet, VGG, NiN, GoogLeNet, batch norm, ResNet and DenseNet check their variant; what
+their notebooks print (``vgg_block``, ``nin_block``, ``Inception``, ``batch_norm``,
+``Residual``, ``DenseBlock``) stays in the catalogue for practice and
+``python -m paddle_cnn.exercises``, out of the notebooks.
 """
 from __future__ import annotations
 
@@ -176,7 +177,7 @@ def _exercises() -> "OrderedDict[str, Exercise]":
         Case((1, 4, 6), inputs=[Rand((2, 4, 10, 10))]),
         Case((3, 2, 5), inputs=[Rand((2, 2, 7, 7))]),           # odd side: the pool floors 7 to 3
     )
-    add(Exercise("vgg_block", "vgg", vgg_block, "layer", vgg_cases))
+    add(Exercise("vgg_block", "vgg", vgg_block, "layer", vgg_cases, notebook=False))
     nin_cases = (
         Case((3, 8, 5, 2, 1), inputs=[Rand((2, 3, 17, 17))]),
         Case((1, 6, 3, 1, 1), inputs=[Rand((2, 1, 9, 9))]),
@@ -193,7 +194,7 @@ def _exercises() -> "OrderedDict[str, Exercise]":
         Case(inputs=_bn_inputs((4, 3, 5, 5), True)),
         Case(inputs=_bn_inputs((8, 5), True)),
         Case(inputs=_bn_inputs((4, 3, 5, 5), False)),
-    ), outputs=("Y", "moving_mean", "moving_var")))
+    ), outputs=("Y", "moving_mean", "moving_var"), notebook=False))
     residual_cases = (
         Case((3, 3), inputs=[Rand((2, 3, 6, 6))]),
         Case((3, 6), dict(use_1x1conv=True, stride=2), inputs=[Rand((2, 3, 7, 7))]),
@@ -223,7 +224,7 @@ def _exercises() -> "OrderedDict[str, Exercise]":
         Case((10, 1, 28), inputs=[Rand((2, 1, 28, 28))]),
         Case((5, 3, 32), inputs=[Rand((2, 3, 32, 32))]),
     ), variant_of="corr2d"))
-    add(Exercise("vgg_block_bn", "vgg", R.vgg_block_bn, "layer", vgg_cases, notebook=False, variant_of="vgg_block"))
+    add(Exercise("vgg_block_bn", "vgg", R.vgg_block_bn, "layer", vgg_cases, variant_of="vgg_block"))
     add(Exercise("nin_block_bn", "nin", R.nin_block_bn, "layer", nin_cases, variant_of="nin_block"))
     add(Exercise("inception_3x3", "googlenet", R.Inception3x3, "layer", inception_cases,
                  variant_of="inception", paths=_inception_paths, channel_parts=_inception_channels))
@@ -231,7 +232,7 @@ def _exercises() -> "OrderedDict[str, Exercise]":
         Case(inputs=_bn_inputs((4, 3, 5, 5), True)),
         Case(inputs=_bn_inputs((8, 5), True)),
         Case(inputs=_bn_inputs((4, 3, 5, 5), False)),
-    ), outputs=("Y", "moving_mean", "moving_var"), notebook=False, variant_of="batch_norm"))
+    ), outputs=("Y", "moving_mean", "moving_var"), variant_of="batch_norm"))
     add(Exercise("residual_preact", "resnet", R.PreActResidual, "layer", residual_cases, variant_of="residual"))
     add(Exercise("residual_bottleneck", "resnet", R.BottleneckResidual, "layer", (
         Case((8, 3, 8), inputs=[Rand((2, 8, 6, 6))]),

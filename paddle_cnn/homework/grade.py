@@ -55,7 +55,22 @@ FLAGS = {
     "seed_mismatch": "a run was not trained with the seed of the student id it is filed under",
     "not_rescored": "a run could not be re-scored from its program (no program, a refused operator, or not "
                     "a classification run)",
+    "sample_answer": "the student's source is the course's sample answer (tools/answers/, the executed chapter's)",
 }
+# The sample answers the executed chapter runs (tools/answer_key.py); present in a checkout of the repository.
+ANSWERS = Path(__file__).resolve().parents[2] / "tools" / "answers"
+
+
+def sample_answer_sums(folder: Path = ANSWERS) -> dict:
+    """Normalised SHA-256 of each course sample answer -> its file name ({} without the folder)."""
+    from .student import source_sha256
+
+    sums = {}
+    for path in sorted(folder.glob("*.py")) if folder.is_dir() else []:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        start = next((i for i, line in enumerate(lines) if line.startswith(("def ", "class "))), 0)
+        sums[source_sha256("".join(lines[start:]))] = path.name
+    return sums
 
 
 # --------------------------------------------------------------------------- one submission (in a worker)
@@ -434,7 +449,8 @@ def _note(section: dict, text: str) -> None:
 
 
 def _cross_flags(graded: dict) -> None:
-    """Flags between students: identical sources, analyses, histories (under different seeds)."""
+    """Flags between students: identical sources, analyses, histories (under different seeds); and a source
+    that is the course's sample answer."""
     by = {"copied_source": {}, "copied_analysis": {}}
     histories = {}
     for label, g in graded.items():
@@ -454,6 +470,13 @@ def _cross_flags(graded: dict) -> None:
                     s["flags"] = sorted(set(s["flags"]) | {flag})
                     others = ", ".join(sorted(students - {label}))
                     _note(s, f"{FLAGS[flag].split(' is ')[0]} matches {others}'s")
+    answers = sample_answer_sums()
+    for label, g in graded.items():
+        for s in g.get("sections", []):
+            name = answers.get((s.get("fingerprints") or {}).get("source"))
+            if name:
+                s["flags"] = sorted(set(s["flags"]) | {"sample_answer"})
+                _note(s, f"the student's source is the course's sample answer tools/answers/{name}")
     for holders in histories.values():
         students = {label for label, _, _ in holders}
         seeds = {seed for _, _, seed in holders}
@@ -517,6 +540,7 @@ FLAGS_ZH = {
     "foreign_data": "训练数据不是课程的 Fashion-MNIST（SHA-256 既不是官方文件的，也不是共享副本的）",
     "seed_mismatch": "某次运行没有使用你的学号对应的随机种子",
     "not_rescored": "某次运行无法从导出的程序重新评分",
+    "sample_answer": "你的代码就是课程的示例解答",
 }
 STATUS_ZH = {"ok": "通过检查", "failed check": "未通过检查", "timeout": "超时", "unreadable": "无法读取"}
 

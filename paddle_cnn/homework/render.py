@@ -135,7 +135,7 @@ def student_lines(doc: dict) -> list:
 
 
 def student_comparison(doc: dict) -> str:
-    """One Chinese sentence reading the student run against the reference run of ``doc`` (test accuracy).
+    """One Chinese sentence reading the student run against the reference run of ``doc`` (the task's metric).
 
     The two accuracies differ by noise when the gap is inside the 95% interval of a difference of two
     accuracies measured on the same number of test images; the sentence says whether the two runs had
@@ -146,19 +146,24 @@ def student_comparison(doc: dict) -> str:
     lines = []
     for ref_name, mine_name in pairs:
         ref, mine = runs.get(ref_name), runs[mine_name]
-        if ref is None or "test_acc" not in ref["final"] or "test_acc" not in mine["final"]:
+        key = get_task(mine["task"]).metric if ref is not None else None
+        if key is None or key not in ref["final"] or key not in mine["final"]:
             continue
-        a, b = ref["final"]["test_acc"], mine["final"]["test_acc"]
-        n = mine["config"].get("test_subset") or FULL_TEST_SET
-        half = 1.96 * ((a * (1 - a) + b * (1 - b)) / n) ** 0.5
+        a, b = ref["final"][key], mine["final"][key]
         gap = b - a
-        verdict = (f"相差 {gap:+.4f}，在两次测量之差的 95% 区间 ±{half:.4f} 之内，是噪声：这个测试集分不出两者"
-                   if abs(gap) <= half else
-                   f"相差 {gap:+.4f}，超出两次测量之差的 95% 区间 ±{half:.4f}")
+        if key == "test_acc":
+            n = mine["config"].get("test_subset") or FULL_TEST_SET
+            half = 1.96 * ((a * (1 - a) + b * (1 - b)) / n) ** 0.5
+            verdict = (f"相差 {gap:+.4f}，在两次测量之差的 95% 区间 ±{half:.4f} 之内，是噪声：这个测试集分不出两者"
+                       if abs(gap) <= half else
+                       f"相差 {gap:+.4f}，超出两次测量之差的 95% 区间 ±{half:.4f}")
+        else:   # no interval for this metric: the gap alone, without a verdict on noise
+            verdict = f"相差 {gap:+.4f}（这个指标没有算区间，一次训练说明不了两者谁更好）"
         same = {k: v for k, v in ref["config"].items() if k != "model"} == \
             {k: v for k, v in mine["config"].items() if k != "model"}
         what = "两次训练的配置和随机种子相同，只有块不同" if same else "两次训练的配置不同（见下面的 Settings）"
-        lines.append(f"你的网络 `{mine_name}` 的测试精度 {b:.4f}，参考实现 `{ref_name}` {a:.4f}，{verdict}；"
+        label = "测试精度" if key == "test_acc" else key
+        lines.append(f"你的网络 `{mine_name}` 的{label} {b:.4f}，参考实现 `{ref_name}` {a:.4f}，{verdict}；"
                      f"{what}。")
     return "\n".join(lines)
 

@@ -157,7 +157,7 @@ def _unet(block, exercise, **kw):
 SLOTS = {s.section: s for s in (
     Slot("lenet", "lenet_relu", ("lenet_relu",), _network),
     Slot("alexnet", "alexnet", ("alexnet",), _network),
-    Slot("vgg", "vgg11_small", ("vgg_block", "vgg_block_bn"), _vgg),
+    Slot("vgg", "vgg11_small", ("vgg_block_bn", "vgg_block"), _vgg),
     Slot("nin", "nin", ("nin_block_bn", "nin_block"), _nin),
     Slot("googlenet", "googlenet", ("inception_3x3", "inception"), _googlenet),
     Slot("resnet", "resnet18", ("residual_preact", "residual"), _resnet),
