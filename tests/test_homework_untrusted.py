@@ -26,11 +26,16 @@ needs_links = pytest.mark.skipif(sys.platform == "win32", reason="symbolic links
 
 
 def _copy(tmp_path, section="lenet", stamp=True):
-    """A committed section in tmp_path; ``stamp``: with the figure record a current record() writes."""
+    """A committed section in tmp_path; ``stamp``: with the figure record a current record() writes, else
+    without one (as results.json was before record() kept it)."""
     folder = tmp_path / section
     shutil.copytree(REPO / "homework" / section, folder)
     if stamp:
         _stamp(folder)
+    else:
+        doc = json.loads((folder / "results.json").read_text())
+        doc.pop("curves", None)
+        (folder / "results.json").write_text(json.dumps(doc))
     return folder
 
 
@@ -42,8 +47,12 @@ def _stamp(folder):
 
 
 def _edit(folder, change, restamp=True):
+    """Apply ``change`` to results.json as a forger would: each run's own sha256 recomputed after the edit."""
     doc = json.loads((folder / "results.json").read_text())
     change(doc)
+    for entry in doc["runs"].values():
+        if "sha256" in entry:
+            entry["sha256"] = schema.entry_sha256(entry)
     (folder / "results.json").write_text(json.dumps(doc))
     if restamp and "curves" in doc:
         _stamp(folder)
@@ -103,13 +112,13 @@ def test_record_refuses_a_fifo_readme_before_writing_anything(tmp_path):
     from paddle_cnn import config_for
 
     folder = _copy(tmp_path)
-    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "README.md"}
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != "README.md"}
     (folder / "README.md").unlink()
     os.mkfifo(folder / "README.md")
     result = types.SimpleNamespace(config=config_for("lenet", "cpu"))   # refused before it is looked at
     with pytest.raises(homework.UnsafeInput, match="README.md: a named pipe"):
         homework.record(result, root=tmp_path)
-    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.name != "README.md"} == before
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and p.name != "README.md"} == before
 
 
 @needs_links
@@ -240,15 +249,16 @@ def test_a_recorded_figure_is_checked_by_its_hash(tmp_path):
 
 
 def test_an_old_record_is_checked_by_drawing_its_curves_again(tmp_path):
-    folder = _copy(tmp_path, stamp=False)
+    """batchnorm/ was recorded before record() kept the figure's sum: its curves are drawn again and compared."""
+    folder = _copy(tmp_path, "batchnorm", stamp=False)
     assert homework.check(folder) == []                      # the committed figure is the run's
     shutil.copy(REPO / "homework" / "alexnet" / "curves.png", folder / "curves.png")
     _refused(folder, f"{folder / 'curves.png'}: does not show the learning curves of results.json")
 
-    folder = _copy(tmp_path / "b", stamp=False)
+    folder = _copy(tmp_path / "b", "batchnorm", stamp=False)
 
     def raise_accuracy(doc):
-        doc["runs"]["lenet"]["history"][-1]["test_acc"] = doc["runs"]["lenet"]["final"]["test_acc"] = 0.964
+        doc["runs"]["lenet_bn"]["history"][-1]["test_acc"] = doc["runs"]["lenet_bn"]["final"]["test_acc"] = 0.964
     _edit(folder, raise_accuracy)
     homework.write_section_readme(homework.load_results(folder / "results.json"), folder / "README.md")
     _refused(folder, f"{folder / 'curves.png'}: does not show the learning curves of results.json")

@@ -6,10 +6,10 @@ computes), the argument sets (:class:`Case`) and where its scaffold lives
 (``scaffolds/<name>.py``). ``notebook=True`` marks the exercises a section's
 notebook checks. ``variant_of`` marks the variants (issue 37): what a notebook
 explains but never prints, so that a printed cell cannot be retyped to pass.
-LeNet, VGG, NiN, GoogLeNet, batch norm, ResNet and DenseNet check their variant; what
-their notebooks print (``vgg_block``, ``nin_block``, ``Inception``, ``batch_norm``,
-``Residual``, ``DenseBlock``) stays in the catalogue for practice and
-``python -m paddle_cnn.exercises``, out of the notebooks.
+LeNet, VGG, NiN, GoogLeNet, ResNet and DenseNet check their variant; the blocks their
+notebooks print (``vgg_block``, ``nin_block``, ``Inception``, ``Residual``,
+``DenseBlock``) stay in the catalogue for practice and ``python -m paddle_cnn.exercises``,
+out of the notebooks.
 """
 from __future__ import annotations
 
@@ -194,7 +194,7 @@ def _exercises() -> "OrderedDict[str, Exercise]":
         Case(inputs=_bn_inputs((4, 3, 5, 5), True)),
         Case(inputs=_bn_inputs((8, 5), True)),
         Case(inputs=_bn_inputs((4, 3, 5, 5), False)),
-    ), outputs=("Y", "moving_mean", "moving_var"), notebook=False))
+    ), outputs=("Y", "moving_mean", "moving_var")))
     residual_cases = (
         Case((3, 3), inputs=[Rand((2, 3, 6, 6))]),
         Case((3, 6), dict(use_1x1conv=True, stride=2), inputs=[Rand((2, 3, 7, 7))]),
@@ -232,7 +232,7 @@ def _exercises() -> "OrderedDict[str, Exercise]":
         Case(inputs=_bn_inputs((4, 3, 5, 5), True)),
         Case(inputs=_bn_inputs((8, 5), True)),
         Case(inputs=_bn_inputs((4, 3, 5, 5), False)),
-    ), outputs=("Y", "moving_mean", "moving_var"), variant_of="batch_norm"))
+    ), outputs=("Y", "moving_mean", "moving_var"), notebook=False, variant_of="batch_norm"))
     add(Exercise("residual_preact", "resnet", R.PreActResidual, "layer", residual_cases, variant_of="residual"))
     add(Exercise("residual_bottleneck", "resnet", R.BottleneckResidual, "layer", (
         Case((8, 3, 8), inputs=[Rand((2, 8, 6, 6))]),

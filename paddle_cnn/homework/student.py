@@ -7,10 +7,10 @@ honest students on the same machine type record different histories, and the
 reference run of a folder is reproducible from the id alone.
 
 The section's exercise block slots into the section's network
-(:data:`SLOTS`): ``train_student("resnet", MyResidual)`` builds ResNet-18 with
-``MyResidual`` in every stage and trains it with the shared trainer at the
+(:data:`SLOTS`): ``train_student("resnet", MyPreActResidual)`` builds ResNet-18 with
+``MyPreActResidual`` in every stage and trains it with the shared trainer at the
 section's profile; ``homework.record(result, implementation="student",
-source=MyResidual, exercise=passed)`` records it beside the reference run.
+source=MyPreActResidual, exercise=passed)`` records it beside the reference run.
 """
 from __future__ import annotations
 
