@@ -420,3 +420,16 @@ def test_the_student_comparison_reads_the_gap_against_the_noise():
     doc["runs"]["resnet18.student"] = run_(0.9300, seed=7)
     assert "相差 +0.0300，超出两次测量之差的 95% 区间 ±0.0077；两次训练的配置不同" in student_comparison(doc)
     assert student_comparison({"runs": {"resnet18": run_(0.9)}}) == ""
+
+
+def test_a_git_ignored_program_may_be_absent_only_in_the_repository(tmp_path):
+    """Programs over 10 MB are git-ignored: a checkout lacks them by design, a student's folder must not."""
+    from paddle_cnn.homework.check import recorded_sums_problems
+    from paddle_cnn.homework.schema import ROOT
+
+    folder = tmp_path / "resnet"
+    shutil.copytree(ROOT / "resnet", folder, ignore=shutil.ignore_patterns("programs"))
+    run_ = json.loads((folder / "results.json").read_text())["runs"]["resnet18"]
+    assert run_["program"]["committed"] is False
+    assert recorded_sums_problems(folder, run_) == [f"its program {run_['program']['path']}/ is missing"]
+    assert recorded_sums_problems(folder, run_, ignored_absent=True) == []

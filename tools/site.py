@@ -78,7 +78,8 @@ def code_mismatch(student: dict, executed: dict) -> str | None:
     An exercise cell agrees when the executed copy ran it with the course's sample answer in place of the
     scaffold (``answer_key.py``): the page shows the student's cell, the scaffold, with that run's output.
     """
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    if str(Path(__file__).resolve().parent) not in sys.path:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
     import answer_key
 
     a, b = code_sources(student), code_sources(executed)

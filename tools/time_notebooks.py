@@ -54,7 +54,8 @@ def execute(path: Path, profile: str = "smoke", homework_dir=None, env: dict | N
 
     nb = nbformat.read(str(path), as_version=4)
     if answers:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        if str(Path(__file__).resolve().parent) not in sys.path:
+            sys.path.insert(0, str(Path(__file__).resolve().parent))
         import answer_key
 
         answer_key.fill_notebook(nb)
