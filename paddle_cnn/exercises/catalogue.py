@@ -82,9 +82,15 @@ class Exercise:
 
     def scaffold(self) -> str:
         """The scaffold file from its first ``def``/``class`` line on: what a notebook cell holds."""
-        lines = self.scaffold_path.read_text(encoding="utf-8").splitlines(keepends=True)
-        start = next(i for i, line in enumerate(lines) if line.startswith(("def ", "class ")))
-        return "".join(lines[start:])
+        return cell_text(self.scaffold_path)
+
+
+def cell_text(path: Path) -> str:
+    """A ``.py`` file from its first top-level ``def``/``class`` line on: the part a notebook cell holds
+    (scaffolds here; the course's sample answers, which ``homework grade`` hashes)."""
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.startswith(("def ", "class ")))
+    return "".join(lines[start:])
 
 
 def _scenes(rng, n: int, canvas: int, K: int, overlap: bool) -> list:

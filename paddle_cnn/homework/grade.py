@@ -63,14 +63,11 @@ ANSWERS = Path(__file__).resolve().parents[2] / "tools" / "answers"
 
 def sample_answer_sums(folder: Path = ANSWERS) -> dict:
     """Normalised SHA-256 of each course sample answer -> its file name ({} without the folder)."""
+    from ..exercises.catalogue import cell_text
     from .student import source_sha256
 
-    sums = {}
-    for path in sorted(folder.glob("*.py")) if folder.is_dir() else []:
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-        start = next((i for i, line in enumerate(lines) if line.startswith(("def ", "class "))), 0)
-        sums[source_sha256("".join(lines[start:]))] = path.name
-    return sums
+    return {source_sha256(cell_text(path)): path.name for path in (sorted(folder.glob("*.py")) if folder.is_dir()
+                                                                     else [])}
 
 
 # --------------------------------------------------------------------------- one submission (in a worker)
